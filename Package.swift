@@ -1,0 +1,41 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Layers, one way only: C shims (the only code that sees C headers) → AEDistCore (pure math: model, loss,
+// optimizer, batch schedule) → AEDistIO (HDF5 data and checkpoints, MPI communicator) → AEDistTraining (the
+// training loop, inspect) → aedist (the command line).
+let openMPIInclude = ["-I/usr/lib/x86_64-linux-gnu/openmpi/include", "-I/usr/lib/x86_64-linux-gnu/openmpi/include/openmpi"]
+
+let package = Package(
+    name: "aedist",
+    platforms: [.macOS(.v13)],
+    products: [.executable(name: "aedist", targets: ["aedist"])],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "COpenMPI", path: "Sources/Shims/COpenMPI", pkgConfig: "ompi-c",
+                       providers: [.apt(["libopenmpi-dev"])]),
+        .systemLibrary(name: "CHDF5Library", path: "Sources/Shims/CHDF5Library", pkgConfig: "hdf5-serial",
+                       providers: [.apt(["libhdf5-dev"])]),
+        .systemLibrary(name: "COpenBLAS", path: "Sources/Shims/COpenBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .target(name: "CMPI", dependencies: ["COpenMPI"], path: "Sources/Shims/CMPI"),
+        .target(name: "CHDF5", dependencies: ["CHDF5Library"], path: "Sources/Shims/CHDF5"),
+        .target(name: "CBLAS", dependencies: ["COpenBLAS"], path: "Sources/Shims/CBLAS"),
+
+        .target(name: "AEDistCore", dependencies: ["CBLAS"]),
+        .target(name: "AEDistIO", dependencies: ["AEDistCore", "CMPI", "CHDF5"]),
+        .target(name: "AEDistTraining", dependencies: ["AEDistCore", "AEDistIO", .product(name: "Yams", package: "Yams")],
+                resources: [.copy("Resources/mnist5k.h5")]),
+        .executableTarget(name: "aedist", dependencies: [
+            "AEDistTraining", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+
+        .testTarget(name: "AEDistCoreTests", dependencies: ["AEDistCore"]),
+        .testTarget(name: "AEDistIOTests", dependencies: ["AEDistIO", "AEDistTraining"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["AEDistIO"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,256 @@
+import Foundation
+
+/// Everything that decides how a run trains: model, loss, data, optimizer, schedule and run options. One value,
+/// built from defaults, an optional config file and command-line flags (in that order), agreed on by every rank
+/// and stored whole in each checkpoint, so a checkpoint alone says how it was made.
+public struct TrainingConfig: Codable, Equatable, Sendable {
+    public var model = ModelConfig()
+    public var loss = LossKind.bce
+    public var data = DataConfig()
+    public var optimizer = OptimizerConfig()
+    public var schedule = ScheduleConfig()
+    public var run = RunConfig()
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey, CaseIterable { case model, loss, data, optimizer, schedule, run }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        model = try c.decodeIfPresent(ModelConfig.self, forKey: .model) ?? model
+        loss = try c.decodeIfPresent(LossKind.self, forKey: .loss) ?? loss
+        data = try c.decodeIfPresent(DataConfig.self, forKey: .data) ?? data
+        optimizer = try c.decodeIfPresent(OptimizerConfig.self, forKey: .optimizer) ?? optimizer
+        schedule = try c.decodeIfPresent(ScheduleConfig.self, forKey: .schedule) ?? schedule
+        run = try c.decodeIfPresent(RunConfig.self, forKey: .run) ?? run
+    }
+
+    /// The keys a config file may use, by section: a misspelt key is an error, not a silent default.
+    public static let knownKeys: [String: [String]] = [
+        "": CodingKeys.allCases.map(\.rawValue),
+        "model": ModelConfig.CodingKeys.allCases.map(\.rawValue),
+        "data": DataConfig.CodingKeys.allCases.map(\.rawValue),
+        "optimizer": OptimizerConfig.CodingKeys.allCases.map(\.rawValue),
+        "schedule": ScheduleConfig.CodingKeys.allCases.map(\.rawValue),
+        "run": RunConfig.CodingKeys.allCases.map(\.rawValue),
+    ]
+
+    /// Canonical JSON (sorted keys): what checkpoints store and what ranks hash to check they agree.
+    public func canonicalJSON() -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return String(decoding: try! encoder.encode(self), as: UTF8.self)
+    }
+
+    public func prettyJSON() -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+        return String(decoding: try! encoder.encode(self), as: UTF8.self)
+    }
+
+    public static func fromJSON(_ text: String) throws -> TrainingConfig {
+        try JSONDecoder().decode(TrainingConfig.self, from: Data(text.utf8))
+    }
+
+    /// Cross-field checks. Each problem names the option a user would change.
+    public func validate() throws {
+        func fail(_ message: String) throws -> Never { throw ConfigError(message) }
+        let architecture = try ModelArchitecture(model)
+        if loss == .bce && architecture.outputActivation != .sigmoid {
+            try fail("--loss bce needs a sigmoid output (--output-activation sigmoid); the model's output is \(architecture.outputActivation.rawValue)")
+        }
+        if schedule.batchSize < 1 { try fail("--batch-size must be at least 1 (got \(schedule.batchSize))") }
+        if schedule.epochs < 0 { try fail("--epochs must be 0 or more (got \(schedule.epochs))") }
+        if !(optimizer.learningRate > 0) || !optimizer.learningRate.isFinite {
+            try fail("--lr must be a positive number (got \(optimizer.learningRate))")
+        }
+        if !(0..<1).contains(optimizer.momentum) { try fail("--momentum must be in [0, 1) (got \(optimizer.momentum))") }
+        if optimizer.nesterov && (optimizer.kind != .sgd || optimizer.momentum == 0) {
+            try fail("--nesterov needs --optimizer sgd with --momentum > 0")
+        }
+        if !(0..<1).contains(optimizer.beta1) || !(0..<1).contains(optimizer.beta2) {
+            try fail("--beta1 and --beta2 must be in [0, 1) (got \(optimizer.beta1), \(optimizer.beta2))")
+        }
+        if !(0..<1).contains(optimizer.rho) { try fail("--rho must be in [0, 1) (got \(optimizer.rho))") }
+        if !(optimizer.epsilon > 0) { try fail("--epsilon must be positive (got \(optimizer.epsilon))") }
+        if optimizer.weightDecay < 0 { try fail("--weight-decay must be 0 or more (got \(optimizer.weightDecay))") }
+        if let fraction = data.valFraction, !(fraction > 0 && fraction < 1) {
+            try fail("--val-fraction must be between 0 and 1 (got \(fraction))")
+        }
+        if let scale = data.scale, !(scale.isFinite && scale > 0) { try fail("--scale must be a positive number (got \(scale))") }
+        if run.keep < 1 { try fail("--keep must be at least 1 (got \(run.keep))") }
+        if run.checkpointEvery < 0 { try fail("--checkpoint-every must be 0 (epoch ends only) or more steps") }
+        if run.checkpointDir.isEmpty { try fail("--checkpoint-dir must not be empty") }
+    }
+}
+
+public struct ConfigError: Error, CustomStringConvertible, Equatable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+public enum LossKind: String, Codable, CaseIterable, Sendable {
+    /// Mean squared error over every output value.
+    case mse
+    /// Binary cross-entropy over every output value, computed from logits (needs a sigmoid output).
+    case bce
+}
+
+public struct ModelConfig: Codable, Equatable, Sendable {
+    /// "dense:784-128-64": encoder widths from the input to the code; the decoder mirrors them. A width may carry its
+    /// own activation ("dense:784-256:tanh-32:linear").
+    public var spec = "dense:784-32"
+    /// Activation of every hidden layer (the code included) unless the spec says otherwise.
+    public var activation = Activation.relu
+    public var outputActivation = Activation.sigmoid
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case spec, activation
+        case outputActivation = "output_activation"
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        spec = try c.decodeIfPresent(String.self, forKey: .spec) ?? spec
+        activation = try c.decodeIfPresent(Activation.self, forKey: .activation) ?? activation
+        outputActivation = try c.decodeIfPresent(Activation.self, forKey: .outputActivation) ?? outputActivation
+    }
+}
+
+public struct DataConfig: Codable, Equatable, Sendable {
+    /// HDF5 file; nil means the embedded MNIST subset.
+    public var path: String?
+    public var trainDataset = "/train/x"
+    /// nil with `valFraction` nil means: no validation set.
+    public var valDataset: String? = "/val/x"
+    /// Hold this fraction of the training rows out for validation instead of reading `valDataset`.
+    public var valFraction: Double?
+    /// Multiplier for integer data; nil means the dataset's `scale` attribute, else 1/255 for uint8.
+    public var scale: Double?
+    public var cache = CachePolicy.auto
+
+    public init() {}
+
+    public enum CachePolicy: String, Codable, CaseIterable, Sendable {
+        /// Keep the rows in memory when they take at most 2 GiB as float32, else read each batch from the file.
+        case auto
+        case always, never
+    }
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case path, scale, cache
+        case trainDataset = "train_dataset", valDataset = "val_dataset", valFraction = "val_fraction"
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        path = try c.decodeIfPresent(String.self, forKey: .path)
+        trainDataset = try c.decodeIfPresent(String.self, forKey: .trainDataset) ?? trainDataset
+        valDataset = c.contains(.valDataset) ? try c.decodeIfPresent(String.self, forKey: .valDataset) : valDataset
+        valFraction = try c.decodeIfPresent(Double.self, forKey: .valFraction)
+        scale = try c.decodeIfPresent(Double.self, forKey: .scale)
+        cache = try c.decodeIfPresent(CachePolicy.self, forKey: .cache) ?? cache
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(path, forKey: .path)
+        try c.encode(trainDataset, forKey: .trainDataset)
+        try c.encode(valDataset, forKey: .valDataset)
+        try c.encode(valFraction, forKey: .valFraction)
+        try c.encode(scale, forKey: .scale)
+        try c.encode(cache, forKey: .cache)
+    }
+}
+
+public struct OptimizerConfig: Codable, Equatable, Sendable {
+    public enum Kind: String, Codable, CaseIterable, Sendable { case sgd, adam, adamw, rmsprop }
+
+    public var kind = Kind.adam
+    public var learningRate = 1e-3
+    /// SGD and RMSprop momentum (PyTorch semantics: v = μ·v + g).
+    public var momentum = 0.0
+    public var nesterov = false
+    public var beta1 = 0.9
+    public var beta2 = 0.999
+    /// RMSprop's smoothing constant (PyTorch's `alpha`, Keras's `rho`).
+    public var rho = 0.99
+    public var epsilon = 1e-8
+    /// L2 penalty added to the gradient (sgd, adam, rmsprop) or decoupled decay (adamw).
+    public var weightDecay = 0.0
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case kind = "name", momentum, nesterov, beta1, beta2, rho, epsilon
+        case learningRate = "lr", weightDecay = "weight_decay"
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        kind = try c.decodeIfPresent(Kind.self, forKey: .kind) ?? kind
+        learningRate = try c.decodeIfPresent(Double.self, forKey: .learningRate) ?? learningRate
+        momentum = try c.decodeIfPresent(Double.self, forKey: .momentum) ?? momentum
+        nesterov = try c.decodeIfPresent(Bool.self, forKey: .nesterov) ?? nesterov
+        beta1 = try c.decodeIfPresent(Double.self, forKey: .beta1) ?? beta1
+        beta2 = try c.decodeIfPresent(Double.self, forKey: .beta2) ?? beta2
+        rho = try c.decodeIfPresent(Double.self, forKey: .rho) ?? rho
+        epsilon = try c.decodeIfPresent(Double.self, forKey: .epsilon) ?? epsilon
+        weightDecay = try c.decodeIfPresent(Double.self, forKey: .weightDecay) ?? weightDecay
+    }
+}
+
+public struct ScheduleConfig: Codable, Equatable, Sendable {
+    public var epochs = 10
+    /// The global batch: summed over all ranks. The sample order depends on it and the seed, never on the ranks.
+    public var batchSize = 256
+    public var seed: UInt64 = 0
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case epochs, seed
+        case batchSize = "batch_size"
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        epochs = try c.decodeIfPresent(Int.self, forKey: .epochs) ?? epochs
+        batchSize = try c.decodeIfPresent(Int.self, forKey: .batchSize) ?? batchSize
+        seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? seed
+    }
+}
+
+public struct RunConfig: Codable, Equatable, Sendable {
+    public var checkpointDir = "checkpoints"
+    /// How many of the newest checkpoints to keep (the best by validation loss is kept as well).
+    public var keep = 3
+    /// Also checkpoint every this many steps (0: at the end of each epoch only).
+    public var checkpointEvery = 0
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case keep
+        case checkpointDir = "checkpoint_dir", checkpointEvery = "checkpoint_every"
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        checkpointDir = try c.decodeIfPresent(String.self, forKey: .checkpointDir) ?? checkpointDir
+        keep = try c.decodeIfPresent(Int.self, forKey: .keep) ?? keep
+        checkpointEvery = try c.decodeIfPresent(Int.self, forKey: .checkpointEvery) ?? checkpointEvery
+    }
+}
+
+/// An error whose description is a complete message for the user (names the file, option or shape at fault).
+public protocol UserFacingError: Error, CustomStringConvertible {}
+
+extension ConfigError: UserFacingError {}
+
+/// The message to show for any error: ours say what went wrong; system errors get Foundation's description.
+public func userMessage(_ error: Error) -> String {
+    (error as? UserFacingError)?.description ?? error.localizedDescription
+}

@@ -1,0 +1,53 @@
+import Foundation
+
+/// Reconstruction losses. Each sample's loss is the mean over its values (as Keras's and PyTorch's `mean`
+/// reductions give); `evaluate` returns the *sum* over the batch's samples so ranks can all-reduce sums and divide
+/// by the global count once. The gradient it writes is d(per-sample loss)/dz of the output layer: the trainer
+/// scales by 1/(global batch) after the all-reduce.
+public enum Loss {
+    public struct Sums: Equatable {
+        public var loss: Double = 0
+        public var squaredError: Double = 0
+        public init(loss: Double = 0, squaredError: Double = 0) {
+            self.loss = loss
+            self.squaredError = squaredError
+        }
+    }
+
+    /// - Parameters:
+    ///   - logits: the output layer's pre-activations z; `output` = f(z).
+    ///   - gradient: where dL/dz goes, or nil for evaluation only.
+    public static func evaluate(_ kind: LossKind, outputActivation: Activation, logits: UnsafePointer<Float>,
+                                output: UnsafePointer<Float>, target: UnsafePointer<Float>, batch: Int, width: Int,
+                                gradient: UnsafeMutablePointer<Float>?) -> Sums {
+        var sums = Sums()
+        let perValue = 1 / Float(width)
+        for row in 0..<batch {
+            let base = row * width
+            var rowLoss: Double = 0
+            var rowSquared: Double = 0
+            switch kind {
+            case .bce:
+                // From logits: max(z,0) − z·x + log(1 + e^−|z|) never overflows, and dL/dz = σ(z) − x.
+                for j in 0..<width {
+                    let z = logits[base + j], x = target[base + j], y = output[base + j]
+                    rowLoss += Double(max(z, 0) - z * x + log1p(exp(-abs(z))))
+                    let diff = y - x
+                    rowSquared += Double(diff * diff)
+                    gradient?[base + j] = diff * perValue
+                }
+            case .mse:
+                for j in 0..<width {
+                    let y = output[base + j], x = target[base + j]
+                    let diff = y - x
+                    rowSquared += Double(diff * diff)
+                    gradient?[base + j] = 2 * diff * perValue * outputActivation.derivative(output: y)
+                }
+                rowLoss = rowSquared
+            }
+            sums.loss += rowLoss / Double(width)
+            sums.squaredError += rowSquared / Double(width)
+        }
+        return sums
+    }
+}

@@ -1,0 +1,82 @@
+import Foundation
+
+/// Elementwise activations. Each derivative is written in terms of the activation's output y, so the backward pass
+/// needs only the stored outputs, not the pre-activations.
+public enum Activation: String, Codable, CaseIterable, Sendable {
+    case relu, tanh, sigmoid, linear
+    case leakyRelu = "leaky_relu"
+
+    static let leakySlope: Float = 0.01
+
+    @inline(__always)
+    public func apply(_ z: Float) -> Float {
+        switch self {
+        case .relu: return z > 0 ? z : 0
+        case .leakyRelu: return z > 0 ? z : Activation.leakySlope * z
+        case .tanh: return Foundation.tanh(z)
+        case .sigmoid: return logistic(z)
+        case .linear: return z
+        }
+    }
+
+    /// dy/dz expressed through y = apply(z).
+    @inline(__always)
+    public func derivative(output y: Float) -> Float {
+        switch self {
+        case .relu: return y > 0 ? 1 : 0
+        case .leakyRelu: return y > 0 ? 1 : Activation.leakySlope
+        case .tanh: return 1 - y * y
+        case .sigmoid: return y * (1 - y)
+        case .linear: return 1
+        }
+    }
+
+    /// In place over `count` values.
+    public func apply(_ values: UnsafeMutablePointer<Float>, count: Int) {
+        switch self {
+        case .linear: return
+        case .relu: for i in 0..<count where values[i] < 0 { values[i] = 0 }
+        default: for i in 0..<count { values[i] = apply(values[i]) }
+        }
+    }
+
+    /// gradient[i] *= f'(z[i]), from the outputs.
+    public func backward(outputs: UnsafePointer<Float>, gradient: UnsafeMutablePointer<Float>, count: Int) {
+        switch self {
+        case .linear: return
+        case .relu: for i in 0..<count where !(outputs[i] > 0) { gradient[i] = 0 }
+        default: for i in 0..<count { gradient[i] *= derivative(output: outputs[i]) }
+        }
+    }
+
+    /// Initialisation that keeps activations' variance steady through this kind of layer, as Keras and PyTorch
+    /// recommend: He (Kaiming) for the rectifiers, Glorot (Xavier) otherwise.
+    public var initialization: WeightInitialization {
+        switch self {
+        case .relu, .leakyRelu: return .heUniform
+        case .tanh, .sigmoid, .linear: return .glorotUniform
+        }
+    }
+}
+
+@inline(__always)
+public func logistic(_ z: Float) -> Float {
+    // Two branches so exp never overflows.
+    if z >= 0 { return 1 / (1 + Foundation.exp(-z)) }
+    let e = Foundation.exp(z)
+    return e / (1 + e)
+}
+
+public enum WeightInitialization: String, Sendable {
+    /// U(±√(6 / (fanIn + fanOut))) — Keras's Dense default.
+    case glorotUniform
+    /// U(±√(6 / fanIn)) — torch.nn.init.kaiming_uniform_ for ReLU.
+    case heUniform
+
+    public func bound(fanIn: Int, fanOut: Int) -> Float {
+        switch self {
+        case .glorotUniform: return Float((6.0 / Double(fanIn + fanOut)).squareRoot())
+        case .heUniform: return Float((6.0 / Double(fanIn)).squareRoot())
+        }
+    }
+}

@@ -1,0 +1,80 @@
+/// An autoencoder replica: a list of dense layers applied in order, with every parameter in one flat buffer and
+/// every gradient in another of the same layout. All activation buffers are sized once for `maxBatch` rows; a
+/// larger batch is a programming error, not a reallocation.
+public final class Autoencoder {
+    public let architecture: ModelArchitecture
+    public let layout: ParameterLayout
+    public let layers: [DenseLayer]
+    public let parameters: FlatBuffer
+    public let gradients: FlatBuffer
+    public let maxBatch: Int
+
+    /// Per layer: z (pre-activation) and y = f(z), each maxBatch × outputSize.
+    private let preActivations: [FlatBuffer]
+    private let outputs: [FlatBuffer]
+    /// Two maxBatch × widest buffers that the backward pass ping-pongs between.
+    private let gradientScratch: (FlatBuffer, FlatBuffer)
+
+    /// - Parameter gradientTail: extra floats after the gradients, for values that travel in the same all-reduce.
+    public init(architecture: ModelArchitecture, maxBatch: Int, gradientTail: Int = 0) {
+        self.architecture = architecture
+        self.maxBatch = max(1, maxBatch)
+        layout = architecture.parameterLayout
+        var layers: [DenseLayer] = []
+        for (index, spec) in architecture.layers.enumerated() {
+            layers.append(DenseLayer(spec: spec, weightOffset: layout.tensors[2 * index].offset,
+                                     biasOffset: layout.tensors[2 * index + 1].offset))
+        }
+        self.layers = layers
+        parameters = FlatBuffer(count: layout.totalCount)
+        gradients = FlatBuffer(count: layout.totalCount + gradientTail)
+        preActivations = layers.map { FlatBuffer(count: $0.outputSize * max(1, maxBatch)) }
+        outputs = layers.map { FlatBuffer(count: $0.outputSize * max(1, maxBatch)) }
+        let widest = layers.map { max($0.inputSize, $0.outputSize) }.max() ?? 1
+        gradientScratch = (FlatBuffer(count: widest * max(1, maxBatch)), FlatBuffer(count: widest * max(1, maxBatch)))
+    }
+
+    public var inputSize: Int { architecture.inputSize }
+
+    public func initializeParameters(seed: UInt64) {
+        for (index, layer) in layers.enumerated() {
+            layer.initialize(parameters: parameters.pointer, seed: seed, layerIndex: index)
+        }
+    }
+
+    public func forward(input: UnsafePointer<Float>, batch: Int) {
+        precondition(batch <= maxBatch, "batch of \(batch) rows exceeds the \(maxBatch) the model was sized for")
+        var x = input
+        for (index, layer) in layers.enumerated() {
+            layer.forward(input: x, batch: batch, parameters: parameters.pointer,
+                          preActivation: preActivations[index].pointer, output: outputs[index].pointer)
+            x = UnsafePointer(outputs[index].pointer)
+        }
+    }
+
+    /// The last forward pass's output rows (after the output activation) and their pre-activations (logits).
+    public var reconstruction: UnsafePointer<Float> { UnsafePointer(outputs.last!.pointer) }
+    public var outputLogits: UnsafePointer<Float> { UnsafePointer(preActivations.last!.pointer) }
+    /// The code (encoder output) rows of the last forward pass.
+    public var code: UnsafePointer<Float> { UnsafePointer(outputs[architecture.encoderDepth - 1].pointer) }
+
+    /// A buffer the loss writes dL/dz of the output layer into, for `backward`.
+    public var outputGradient: UnsafeMutablePointer<Float> { gradientScratch.0.pointer }
+
+    /// Back-propagates `outputGradient` (dL/dz of the last layer, batch rows) and accumulates into `gradients`.
+    public func backward(input: UnsafePointer<Float>, batch: Int) {
+        var dz = gradientScratch.0.pointer
+        var spare = gradientScratch.1.pointer
+        for index in layers.indices.reversed() {
+            let layer = layers[index]
+            let layerInput = index == 0 ? input : UnsafePointer(outputs[index - 1].pointer)
+            layer.backward(input: layerInput, batch: batch, preActivationGradient: dz, parameters: parameters.pointer,
+                           gradients: gradients.pointer, inputGradient: index == 0 ? nil : spare)
+            if index > 0 {
+                layers[index - 1].spec.activation.backward(outputs: layerInput, gradient: spare,
+                                                           count: batch * layer.inputSize)
+                swap(&dz, &spare)
+            }
+        }
+    }
+}

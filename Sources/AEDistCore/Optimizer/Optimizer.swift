@@ -1,0 +1,79 @@
+import Foundation
+
+/// SGD (momentum, Nesterov), Adam, AdamW and RMSprop with PyTorch's update rules. Every state tensor is a flat
+/// buffer with the parameters' layout, and a step is one loop over the whole buffer.
+public final class Optimizer {
+    public let config: OptimizerConfig
+    /// Named state buffers ("momentum"; "exp_avg", "exp_avg_sq"; "square_avg"), as PyTorch names them.
+    public let state: [(name: String, buffer: FlatBuffer)]
+    /// Steps taken so far (Adam's bias correction needs it; checkpoints store it).
+    public var stepCount: Int = 0
+
+    public init(config: OptimizerConfig, parameterCount: Int) {
+        self.config = config
+        state = Optimizer.stateNames(config).map { ($0, FlatBuffer(count: parameterCount)) }
+    }
+
+    public static func stateNames(_ config: OptimizerConfig) -> [String] {
+        switch config.kind {
+        case .sgd: return config.momentum > 0 ? ["momentum"] : []
+        case .adam, .adamw: return ["exp_avg", "exp_avg_sq"]
+        case .rmsprop: return config.momentum > 0 ? ["square_avg", "momentum"] : ["square_avg"]
+        }
+    }
+
+    public func stateBuffer(_ name: String) -> FlatBuffer? { state.first { $0.name == name }?.buffer }
+
+    /// p ← p − update(g), with `learningRate` for this step (schedules decide it). `gradients` may be longer than
+    /// `parameters`; only the first `parameters.count` values are gradients.
+    public func step(parameters: FlatBuffer, gradients: FlatBuffer, learningRate: Double) {
+        precondition(gradients.count >= parameters.count)
+        stepCount += 1
+        let p = parameters.pointer, g = gradients.pointer, n = parameters.count
+        let lr = Float(learningRate), wd = Float(config.weightDecay), mu = Float(config.momentum)
+        let eps = Float(config.epsilon)
+        switch config.kind {
+        case .sgd:
+            if mu == 0 {
+                for i in 0..<n { p[i] -= lr * (g[i] + wd * p[i]) }
+            } else {
+                let v = state[0].buffer.pointer
+                for i in 0..<n {
+                    let grad = g[i] + wd * p[i]
+                    v[i] = mu * v[i] + grad
+                    p[i] -= lr * (config.nesterov ? grad + mu * v[i] : v[i])
+                }
+            }
+        case .adam, .adamw:
+            let m = state[0].buffer.pointer, v = state[1].buffer.pointer
+            let b1 = Float(config.beta1), b2 = Float(config.beta2)
+            let correction1 = 1 - pow(config.beta1, Double(stepCount))
+            let correction2 = 1 - pow(config.beta2, Double(stepCount))
+            let stepSize = Float(learningRate / correction1)
+            let rootCorrection2 = Float(correction2.squareRoot())
+            let decoupled = config.kind == .adamw
+            for i in 0..<n {
+                var grad = g[i]
+                if decoupled { p[i] -= lr * wd * p[i] } else { grad += wd * p[i] }
+                m[i] = b1 * m[i] + (1 - b1) * grad
+                v[i] = b2 * v[i] + (1 - b2) * grad * grad
+                p[i] -= stepSize * m[i] / (v[i].squareRoot() / rootCorrection2 + eps)
+            }
+        case .rmsprop:
+            let square = state[0].buffer.pointer
+            let rho = Float(config.rho)
+            let buffer = mu > 0 ? state[1].buffer.pointer : nil
+            for i in 0..<n {
+                let grad = g[i] + wd * p[i]
+                square[i] = rho * square[i] + (1 - rho) * grad * grad
+                let scaled = grad / (square[i].squareRoot() + eps)
+                if let buffer {
+                    buffer[i] = mu * buffer[i] + scaled
+                    p[i] -= lr * buffer[i]
+                } else {
+                    p[i] -= lr * scaled
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,222 @@
+import AEDistCore
+import Foundation
+
+/// Where a run stands: enough to continue the exact sample sequence at any number of ranks.
+public struct TrainingProgress: Equatable, Sendable {
+    public var epochsCompleted = 0
+    /// Steps already taken in the epoch after `epochsCompleted` (0 at an epoch boundary).
+    public var stepInEpoch = 0
+    public var globalStep = 0
+    /// Global samples consumed; with the seed and batch size it fixes where the sample order continues.
+    public var samplesSeen = 0
+    public init() {}
+}
+
+/// One row per finished epoch.
+public struct EpochMetrics: Equatable, Sendable {
+    public var epoch: Int
+    public var globalStep: Int
+    public var samplesSeen: Int
+    public var trainLoss: Double
+    /// NaN where there is no validation set.
+    public var valLoss: Double
+    public var valMSE: Double
+    public var samplesPerSecond: Double
+    /// Seconds of training since the run first started, summed over resumes.
+    public var wallTime: Double
+    public var learningRate: Double
+
+    public init(epoch: Int, globalStep: Int, samplesSeen: Int, trainLoss: Double, valLoss: Double, valMSE: Double,
+                samplesPerSecond: Double, wallTime: Double, learningRate: Double) {
+        self.epoch = epoch
+        self.globalStep = globalStep
+        self.samplesSeen = samplesSeen
+        self.trainLoss = trainLoss
+        self.valLoss = valLoss
+        self.valMSE = valMSE
+        self.samplesPerSecond = samplesPerSecond
+        self.wallTime = wallTime
+        self.learningRate = learningRate
+    }
+
+    public static let csvHeader = "epoch,global_step,samples_seen,train_loss,val_loss,val_mse,samples_per_sec,wall_time_s,lr"
+
+    public var csvLine: String {
+        func number(_ value: Double) -> String { value.isNaN ? "" : String(format: "%.6g", value) }
+        return "\(epoch),\(globalStep),\(samplesSeen),\(number(trainLoss)),\(number(valLoss)),\(number(valMSE)),"
+            + "\(String(format: "%.1f", samplesPerSecond)),\(String(format: "%.3f", wallTime)),\(number(learningRate))"
+    }
+}
+
+/// Everything a checkpoint holds. The HDF5 layout (documented in README.md):
+///
+///     /                      attrs format="aedist-checkpoint", format_version, aedist_version, config (JSON),
+///                            layout_hash, world_size, created
+///     /parameters/<layer>/weight, bias              float32, [out, in] and [out]
+///     /optimizer             attrs name, step; /optimizer/<state>/<layer>/<weight|bias> float32
+///     /progress              attrs epochs_completed, step_in_epoch, global_step, samples_seen, seed, rng
+///     /metrics/<column>      one value per finished epoch (epoch, global_step, … as in metrics.csv)
+public struct Checkpoint {
+    public static let formatName = "aedist-checkpoint"
+    public static let formatVersion: Int64 = 1
+
+    public var config: TrainingConfig
+    public var layout: ParameterLayout
+    public var parameters: FlatBuffer
+    public var optimizerName: String
+    public var optimizerStep: Int
+    public var optimizerState: [(name: String, buffer: FlatBuffer)]
+    public var progress: TrainingProgress
+    public var metrics: [EpochMetrics]
+    public var worldSize: Int
+    public var aedistVersion: String
+
+    public init(config: TrainingConfig, layout: ParameterLayout, parameters: FlatBuffer, optimizerName: String,
+                optimizerStep: Int, optimizerState: [(name: String, buffer: FlatBuffer)], progress: TrainingProgress,
+                metrics: [EpochMetrics], worldSize: Int, aedistVersion: String) {
+        self.config = config
+        self.layout = layout
+        self.parameters = parameters
+        self.optimizerName = optimizerName
+        self.optimizerStep = optimizerStep
+        self.optimizerState = optimizerState
+        self.progress = progress
+        self.metrics = metrics
+        self.worldSize = worldSize
+        self.aedistVersion = aedistVersion
+    }
+
+    // MARK: writing
+
+    /// Writes the whole checkpoint into a new file at `path` (which must not exist yet).
+    public func write(to path: String) throws {
+        let file = try HDF5File.create(path)
+        let root = file.root
+        try root.setAttribute("format", Self.formatName)
+        try root.setAttribute("format_version", Self.formatVersion)
+        try root.setAttribute("aedist_version", aedistVersion)
+        try root.setAttribute("config", config.prettyJSON())
+        try root.setAttribute("layout_hash", layout.hash)
+        try root.setAttribute("world_size", Int64(worldSize))
+        try root.setAttribute("created", ISO8601DateFormatter().string(from: Date()))
+
+        try Self.writeTensors(parameters, layout: layout, into: root.createGroup("parameters"))
+
+        let optimizer = try root.createGroup("optimizer")
+        try optimizer.setAttribute("name", optimizerName)
+        try optimizer.setAttribute("step", Int64(optimizerStep))
+        for (name, buffer) in optimizerState {
+            try Self.writeTensors(buffer, layout: layout, into: optimizer.createGroup(name))
+        }
+
+        let progressGroup = try root.createGroup("progress")
+        try progressGroup.setAttribute("epochs_completed", Int64(progress.epochsCompleted))
+        try progressGroup.setAttribute("step_in_epoch", Int64(progress.stepInEpoch))
+        try progressGroup.setAttribute("global_step", Int64(progress.globalStep))
+        try progressGroup.setAttribute("samples_seen", Int64(progress.samplesSeen))
+        try progressGroup.setAttribute("seed", Int64(bitPattern: config.schedule.seed))
+        // Every random stream is a pure function of (seed, purpose, epoch/step, rank): this names that scheme.
+        try progressGroup.setAttribute("rng", "splitmix64-counter(seed, purpose, epoch|step, rank)")
+
+        let metricsGroup = try root.createGroup("metrics")
+        try metricsGroup.write("epoch", integers: metrics.map { Int64($0.epoch) })
+        try metricsGroup.write("global_step", integers: metrics.map { Int64($0.globalStep) })
+        try metricsGroup.write("samples_seen", integers: metrics.map { Int64($0.samplesSeen) })
+        try metricsGroup.write("train_loss", doubles: metrics.map(\.trainLoss))
+        try metricsGroup.write("val_loss", doubles: metrics.map(\.valLoss))
+        try metricsGroup.write("val_mse", doubles: metrics.map(\.valMSE))
+        try metricsGroup.write("samples_per_sec", doubles: metrics.map(\.samplesPerSecond))
+        try metricsGroup.write("wall_time_s", doubles: metrics.map(\.wallTime))
+        try metricsGroup.write("lr", doubles: metrics.map(\.learningRate))
+        try file.close()
+    }
+
+    private static func writeTensors(_ buffer: FlatBuffer, layout: ParameterLayout, into group: HDF5Group) throws {
+        var layerGroups: [String: HDF5Group] = [:]
+        for tensor in layout.tensors {
+            let layerGroup = try layerGroups[tensor.layer] ?? group.createGroup(tensor.layer)
+            layerGroups[tensor.layer] = layerGroup
+            try layerGroup.write(tensor.name, shape: tensor.shape,
+                                 floats: UnsafeBufferPointer(start: buffer.pointer + tensor.offset, count: tensor.count))
+        }
+    }
+
+    // MARK: reading
+
+    /// Reads a checkpoint whose model must have `expectedLayout` (the one this run builds). Every missing piece or
+    /// mismatch is reported by name.
+    public static func read(from path: String, expectedLayout: ParameterLayout? = nil) throws -> Checkpoint {
+        let file = try HDF5File.open(path)
+        let root = file.root
+        try requireFormat(root, path: path)
+        let configText = try root.stringAttribute("config")
+        let config: TrainingConfig
+        do { config = try TrainingConfig.fromJSON(configText) } catch {
+            throw HDF5Error("\(path): its 'config' attribute is not a valid aedist configuration (\(error))")
+        }
+        let layout = try ModelArchitecture(config.model).parameterLayout
+        let storedHash = try root.stringAttribute("layout_hash")
+        guard storedHash == layout.hash else {
+            throw HDF5Error("\(path): its layout_hash \(storedHash) does not match its own config's model (\(layout.hash)); the file is inconsistent")
+        }
+        if let expectedLayout, expectedLayout != layout {
+            throw HDF5Error("\(path) was written for model '\(config.model.spec)' (layout \(layout.hash)), but this run builds a different model (layout \(expectedLayout.hash)); pass the same --model, or a new --checkpoint-dir")
+        }
+        let parameters = try readTensors(root.group("parameters"), layout: layout)
+        let optimizer = try root.group("optimizer")
+        let optimizerName = try optimizer.stringAttribute("name")
+        let optimizerStep = Int(try optimizer.integerAttribute("step"))
+        let optimizerState = try optimizer.memberNames.map { name in (name: name, buffer: try readTensors(optimizer.group(name), layout: layout)) }
+
+        let progressGroup = try root.group("progress")
+        var progress = TrainingProgress()
+        progress.epochsCompleted = Int(try progressGroup.integerAttribute("epochs_completed"))
+        progress.stepInEpoch = Int(try progressGroup.integerAttribute("step_in_epoch"))
+        progress.globalStep = Int(try progressGroup.integerAttribute("global_step"))
+        progress.samplesSeen = Int(try progressGroup.integerAttribute("samples_seen"))
+
+        let metricsGroup = try root.group("metrics")
+        func column(_ name: String) throws -> [Double] { try metricsGroup.dataset(name).readDoubles() }
+        let epochs = try column("epoch")
+        let columns = try ["global_step", "samples_seen", "train_loss", "val_loss", "val_mse", "samples_per_sec", "wall_time_s", "lr"].map(column)
+        guard columns.allSatisfy({ $0.count == epochs.count }) else { throw HDF5Error("\(path): metrics columns differ in length") }
+        let metrics = epochs.indices.map { i in
+            EpochMetrics(epoch: Int(epochs[i]), globalStep: Int(columns[0][i]), samplesSeen: Int(columns[1][i]),
+                         trainLoss: columns[2][i], valLoss: columns[3][i], valMSE: columns[4][i],
+                         samplesPerSecond: columns[5][i], wallTime: columns[6][i], learningRate: columns[7][i])
+        }
+        return Checkpoint(config: config, layout: layout, parameters: parameters, optimizerName: optimizerName,
+                          optimizerStep: optimizerStep, optimizerState: optimizerState, progress: progress,
+                          metrics: metrics, worldSize: Int(try root.integerAttribute("world_size")),
+                          aedistVersion: try root.stringAttribute("aedist_version"))
+    }
+
+    /// Fails with what is missing when `root` is not an aedist checkpoint.
+    public static func requireFormat(_ root: HDF5Group, path: String) throws {
+        guard root.hasAttribute("format"), (try? root.stringAttribute("format")) == formatName else {
+            let has = root.memberNames.isEmpty ? "no groups" : "groups \(root.memberNames.joined(separator: ", "))"
+            throw HDF5Error("\(path) is not an aedist checkpoint: its root has no attribute format=\"\(formatName)\" (it has \(has))")
+        }
+        let missing = ["format_version", "config", "layout_hash", "world_size", "aedist_version"].filter { !root.hasAttribute($0) }
+            + ["parameters", "optimizer", "progress", "metrics"].filter { !root.isGroup($0) }
+        guard missing.isEmpty else {
+            throw HDF5Error("\(path) is an incomplete aedist checkpoint: missing \(missing.joined(separator: ", "))")
+        }
+        let version = try root.integerAttribute("format_version")
+        guard version <= formatVersion else {
+            throw HDF5Error("\(path) uses checkpoint format version \(version); this aedist reads up to \(formatVersion)")
+        }
+    }
+
+    private static func readTensors(_ group: HDF5Group, layout: ParameterLayout) throws -> FlatBuffer {
+        let buffer = FlatBuffer(count: layout.totalCount)
+        for tensor in layout.tensors {
+            let dataset = try group.dataset(tensor.path)
+            guard dataset.shape == tensor.shape else {
+                throw HDF5Error("\(group.location)/\(tensor.path) has shape \(SampleSet.describe(dataset.shape)); the model needs \(SampleSet.describe(tensor.shape))")
+            }
+            try dataset.readRows(0..<tensor.shape[0], into: buffer.pointer + tensor.offset)
+        }
+        return buffer
+    }
+}

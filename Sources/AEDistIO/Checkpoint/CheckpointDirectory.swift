@@ -1,0 +1,147 @@
+import AEDistCore
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The checkpoint folder: `ckpt-eEEEE-sSSSSSSS.h5` files, the `latest.h5` and `best.h5` links, and `metrics.csv`.
+/// Every change is atomic (write to a temporary name, fsync, rename, fsync the folder), so a crash or kill at any
+/// moment leaves the previous checkpoint and links intact.
+public struct CheckpointDirectory {
+    public let path: String
+    public static let latestName = "latest.h5"
+    public static let bestName = "best.h5"
+    public static let metricsName = "metrics.csv"
+
+    public init(path: String) { self.path = path }
+
+    func file(_ name: String) -> String { (path as NSString).appendingPathComponent(name) }
+
+    /// Creates the folder if needed and proves it is writable, before any training time is spent.
+    public func prepare() throws {
+        do {
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        } catch {
+            throw CheckpointError("cannot create checkpoint folder \(path): \(Self.reason(error))")
+        }
+        let probe = file(".write-test-\(getpid())")
+        guard FileManager.default.createFile(atPath: probe, contents: Data("ok".utf8)) else {
+            throw CheckpointError("checkpoint folder \(path) is not writable (\(String(cString: strerror(errno))))")
+        }
+        try? FileManager.default.removeItem(atPath: probe)
+    }
+
+    public static func fileName(for progress: TrainingProgress) -> String {
+        String(format: "ckpt-e%04d-s%07d.h5", progress.epochsCompleted, progress.globalStep)
+    }
+
+    /// The file `latest.h5` points to, if any.
+    public var latest: String? { resolve(Self.latestName) }
+    public var best: String? { resolve(Self.bestName) }
+
+    private func resolve(_ link: String) -> String? {
+        guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: file(link)) else { return nil }
+        let full = target.hasPrefix("/") ? target : file(target)
+        return FileManager.default.fileExists(atPath: full) ? full : nil
+    }
+
+    /// Writes `checkpoint` atomically, points `latest.h5` (and `best.h5` when `isBest`) at it, then removes all but
+    /// the newest `keep` checkpoints and the best one. Returns the new file's path.
+    @discardableResult
+    public func save(_ checkpoint: Checkpoint, isBest: Bool, keep: Int) throws -> String {
+        let name = Self.fileName(for: checkpoint.progress)
+        let final = file(name)
+        let temporary = file(".\(name).tmp-\(getpid())")
+        try? FileManager.default.removeItem(atPath: temporary)
+        do {
+            try checkpoint.write(to: temporary)
+            try Self.fsync(temporary)
+            try Self.rename(temporary, final)
+            try Self.fsync(path)
+        } catch {
+            try? FileManager.default.removeItem(atPath: temporary)
+            throw CheckpointError("cannot write checkpoint \(final): \(Self.reason(error)); earlier checkpoints are intact")
+        }
+        try pointLink(Self.latestName, at: name)
+        if isBest { try pointLink(Self.bestName, at: name) }
+        prune(keep: keep)
+        return final
+    }
+
+    private func pointLink(_ link: String, at target: String) throws {
+        let temporary = file(".\(link).tmp-\(getpid())")
+        unlink(temporary)
+        guard symlink(target, temporary) == 0 else {
+            throw CheckpointError("cannot update \(file(link)): \(String(cString: strerror(errno)))")
+        }
+        try Self.rename(temporary, file(link))
+        try Self.fsync(path)
+    }
+
+    /// Checkpoint files, oldest first (names sort by epoch then step).
+    public var checkpointFiles: [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
+        return names.filter { $0.hasPrefix("ckpt-") && $0.hasSuffix(".h5") }.sorted().map(file)
+    }
+
+    private func prune(keep: Int) {
+        let protected = Set([latest, best].compactMap { $0 })
+        let files = checkpointFiles
+        for old in files.dropLast(keep) where !protected.contains(old) {
+            try? FileManager.default.removeItem(atPath: old)
+        }
+    }
+
+    // MARK: metrics.csv
+
+    /// Replaces metrics.csv with `history` (on start and resume, so it never holds rows past the checkpoint).
+    public func rewriteMetrics(_ history: [EpochMetrics]) throws {
+        let text = ([EpochMetrics.csvHeader] + history.map(\.csvLine)).joined(separator: "\n") + "\n"
+        let temporary = file(".\(Self.metricsName).tmp-\(getpid())")
+        do {
+            try Data(text.utf8).write(to: URL(fileURLWithPath: temporary))
+            try Self.rename(temporary, file(Self.metricsName))
+        } catch {
+            try? FileManager.default.removeItem(atPath: temporary)
+            throw CheckpointError("cannot write \(file(Self.metricsName)): \(Self.reason(error))")
+        }
+    }
+
+    public func appendMetrics(_ row: EpochMetrics) throws {
+        guard let handle = FileHandle(forWritingAtPath: file(Self.metricsName)) else {
+            return try rewriteMetrics([row])
+        }
+        defer { try? handle.close() }
+        do {
+            try handle.seekToEnd()
+            try handle.write(contentsOf: Data((row.csvLine + "\n").utf8))
+        } catch {
+            throw CheckpointError("cannot append to \(file(Self.metricsName)): \(Self.reason(error))")
+        }
+    }
+
+    // MARK: system calls
+
+    static func fsync(_ path: String) throws {
+        let descriptor = open(path, O_RDONLY)
+        guard descriptor >= 0 else { throw CheckpointError("cannot open \(path) to sync it: \(String(cString: strerror(errno)))") }
+        defer { close(descriptor) }
+        guard Glibc.fsync(descriptor) == 0 || errno == EINVAL else {
+            throw CheckpointError("cannot sync \(path) to disk: \(String(cString: strerror(errno)))")
+        }
+    }
+
+    static func rename(_ from: String, _ to: String) throws {
+        guard Glibc.rename(from, to) == 0 else {
+            throw CheckpointError("cannot rename \(from) to \(to): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    static func reason(_ error: Error) -> String { userMessage(error) }
+}
+
+public struct CheckpointError: UserFacingError {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,116 @@
+import AEDistCore
+import Foundation
+
+/// Rows of an HDF5 dataset (N × D or N × H × W × C, any numeric type) as float32 samples of D values, scaled.
+/// Small sets are read once into memory; larger ones are read batch by batch, each rank reading only its own rows.
+public final class SampleSet {
+    /// "file.h5:/train/x", or with a row range when part of a dataset is used.
+    public let name: String
+    public let rowCount: Int
+    /// Values per sample (the product of every dimension after the first).
+    public let rowWidth: Int
+    public let sampleShape: [Int]
+    public let scale: Float
+    public let isCached: Bool
+
+    private let dataset: HDF5Dataset
+    private let firstRow: Int
+    private let cache: FlatBuffer?
+
+    public static let cacheLimitBytes = 2 << 30
+
+    /// - Parameters:
+    ///   - rows: the part of the dataset to use (nil: all of it).
+    ///   - scale: multiplier from the command line; nil means the dataset's `scale` attribute, else 1/255 for
+    ///     uint8 data, else 1.
+    public init(file: HDF5File, datasetPath: String, rows: Range<Int>? = nil, scale explicitScale: Double?,
+                cache policy: DataConfig.CachePolicy) throws {
+        let dataset = try file.root.dataset(datasetPath)
+        let location = "\(file.path):\(datasetPath)"
+        guard dataset.elementKind.isNumeric else {
+            throw HDF5Error("\(location) holds \(dataset.elementKind) values; aedist needs numbers (float or integer)")
+        }
+        guard dataset.shape.count >= 2 else {
+            throw HDF5Error("\(location) has shape \(Self.describe(dataset.shape)); expected samples × features (N×D or N×H×W×C)")
+        }
+        let range = rows ?? 0..<dataset.shape[0]
+        guard !range.isEmpty else { throw HDF5Error("\(location) is empty (shape \(Self.describe(dataset.shape)))") }
+        self.dataset = dataset
+        firstRow = range.lowerBound
+        rowCount = range.count
+        sampleShape = Array(dataset.shape.dropFirst())
+        rowWidth = sampleShape.reduce(1, *)
+        name = rows == nil ? location : "\(location)[\(range.lowerBound)..<\(range.upperBound)]"
+
+        if let explicitScale {
+            scale = Float(explicitScale)
+        } else if dataset.hasAttribute("scale") {
+            let attribute = try dataset.numberAttribute("scale")
+            guard attribute.isFinite, attribute > 0 else { throw HDF5Error("\(location): its 'scale' attribute is \(attribute); it must be positive") }
+            scale = Float(attribute)
+        } else if dataset.elementKind == .integer(bits: 8, signed: false) {
+            scale = 1 / 255
+        } else {
+            scale = 1
+        }
+
+        let bytes = rowCount * rowWidth * MemoryLayout<Float>.size
+        isCached = policy == .always || (policy == .auto && bytes <= Self.cacheLimitBytes)
+        if isCached {
+            let cache = FlatBuffer(count: rowCount * rowWidth)
+            try dataset.readRows(range, into: cache.pointer)
+            try Self.scaleAndCheck(cache.pointer, count: cache.count, scale: scale, rowWidth: rowWidth,
+                                   firstRow: firstRow, location: location)
+            self.cache = cache
+        } else {
+            cache = nil
+        }
+    }
+
+    static func describe(_ shape: [Int]) -> String { shape.isEmpty ? "scalar" : shape.map(String.init).joined(separator: "×") }
+
+    private static func scaleAndCheck(_ values: UnsafeMutablePointer<Float>, count: Int, scale: Float, rowWidth: Int,
+                                      firstRow: Int, location: String, rowNumbers: UnsafeBufferPointer<Int32>? = nil) throws {
+        var allFinite = true
+        for i in 0..<count {
+            let v = values[i] * scale
+            values[i] = v
+            allFinite = allFinite && v.isFinite
+        }
+        guard !allFinite else { return }
+        let index = (0..<count).first { !values[$0].isFinite }!
+        let localRow = index / rowWidth
+        let row = firstRow + (rowNumbers.map { Int($0[localRow]) } ?? localRow)
+        let value = values[index]
+        throw HDF5Error("\(location): row \(row) holds \(value.isNaN ? "NaN" : "an infinite value") at feature \(index % rowWidth); clean the data first")
+    }
+
+    /// The rows at `rows` (ascending positions within this set), in that order, into `destination`.
+    public func gather(rows: UnsafeBufferPointer<Int32>, into destination: UnsafeMutablePointer<Float>) throws {
+        if let cache {
+            for (slot, row) in rows.enumerated() {
+                (destination + slot * rowWidth).update(from: cache.pointer + Int(row) * rowWidth, count: rowWidth)
+            }
+            return
+        }
+        if firstRow == 0 {
+            try dataset.readRows(sorted: rows, into: destination)
+        } else {
+            let shifted = rows.map { $0 + Int32(firstRow) }
+            try shifted.withUnsafeBufferPointer { try dataset.readRows(sorted: $0, into: destination) }
+        }
+        try Self.scaleAndCheck(destination, count: rows.count * rowWidth, scale: scale, rowWidth: rowWidth,
+                               firstRow: firstRow, location: name, rowNumbers: rows)
+    }
+
+    /// Consecutive rows `range` of this set into `destination`.
+    public func read(_ range: Range<Int>, into destination: UnsafeMutablePointer<Float>) throws {
+        if let cache {
+            destination.update(from: cache.pointer + range.lowerBound * rowWidth, count: range.count * rowWidth)
+            return
+        }
+        try dataset.readRows((range.lowerBound + firstRow)..<(range.upperBound + firstRow), into: destination)
+        try Self.scaleAndCheck(destination, count: range.count * rowWidth, scale: scale, rowWidth: rowWidth,
+                               firstRow: firstRow + range.lowerBound, location: name)
+    }
+}

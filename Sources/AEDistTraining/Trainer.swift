@@ -1,0 +1,350 @@
+import AEDistCore
+import AEDistIO
+import Foundation
+
+/// How `aedist train` was asked to start.
+public enum ResumeRequest: Equatable, Sendable {
+    /// Start fresh.
+    case none
+    /// Continue from the checkpoint folder's `latest.h5` if there is one, else start fresh.
+    case auto
+    case path(String)
+
+    public init(_ text: String?) {
+        switch text {
+        case nil, "", "none"?: self = .none
+        case "auto"?: self = .auto
+        case let path?: self = .path(path)
+        }
+    }
+}
+
+public struct TrainingSummary {
+    public var epochsCompleted: Int
+    public var globalStep: Int
+    public var finalTrainLoss: Double
+    public var finalValLoss: Double
+    public var finalValMSE: Double
+    public var samplesPerSecond: Double
+    public var lastCheckpoint: String?
+    public var bestCheckpoint: String?
+    public var parameterChecksum: UInt64
+}
+
+/// Data-parallel training of one autoencoder replica per rank:
+/// read batch slice → forward → loss → backward → one all-reduce of the gradient buffer → identical optimizer step,
+/// with validation, metrics and an atomic checkpoint at each epoch's end.
+public final class Trainer {
+    public let config: TrainingConfig
+    let communicator: Communicator
+    let console: Console
+    let resume: ResumeRequest
+
+    let architecture: ModelArchitecture
+    let model: Autoencoder
+    let optimizer: Optimizer
+    let trainSet: SampleSet
+    let valSet: SampleSet?
+    let schedule: BatchSchedule
+    let directory: CheckpointDirectory
+    let maxRowsPerRank: Int
+    /// Rows for validation forward passes (the prefetcher owns the training rows).
+    let validationRows: FlatBuffer
+
+    var progress = TrainingProgress()
+    var history: [EpochMetrics] = []
+    var lastCheckpoint: String?
+    /// Training time of earlier runs that this one resumes.
+    var priorWallTime: Double = 0
+
+    /// Slots appended to the gradient buffer so one all-reduce per step also sums the step's statistics.
+    enum StepSlot: Int, CaseIterable { case lossSum, squaredErrorSum, sampleCount, failedRanks }
+
+    public init(config: TrainingConfig, communicator: Communicator, resume: ResumeRequest, console: Console) throws {
+        self.config = config
+        self.communicator = communicator
+        self.console = console
+        self.resume = resume
+        let comm = communicator
+
+        architecture = try comm.together {
+            try config.validate()
+            return try ModelArchitecture(config.model)
+        }
+        try Trainer.checkRanksAgree(config: config, layout: architecture.parameterLayout, communicator: comm)
+
+        let directory = CheckpointDirectory(path: config.run.checkpointDir)
+        self.directory = directory
+        try comm.together { if comm.isRoot { try directory.prepare() } }
+
+        let (train, validation) = try comm.together { try Trainer.openData(config.data) }
+        trainSet = train
+        valSet = validation
+        let architecture = self.architecture
+        try comm.together {
+            for set in [train, validation].compactMap({ $0 }) where set.rowWidth != architecture.inputSize {
+                throw RunFailure("\(set.name) has samples of shape \(set.sampleShape.map(String.init).joined(separator: "×")) = \(set.rowWidth) values, but model '\(config.model.spec)' takes \(architecture.inputSize) inputs; change --model or --train-dataset")
+            }
+            if train.rowCount < comm.size {
+                throw RunFailure("\(train.name) has \(train.rowCount) samples, fewer than the \(comm.size) ranks; use fewer ranks or more data")
+            }
+        }
+
+        schedule = BatchSchedule(sampleCount: train.rowCount, globalBatchSize: config.schedule.batchSize,
+                                 seed: config.schedule.seed)
+        maxRowsPerRank = BatchSchedule.maxSliceCount(globalBatchSize: min(config.schedule.batchSize, train.rowCount),
+                                                     size: comm.size)
+        model = Autoencoder(architecture: architecture, maxBatch: maxRowsPerRank, gradientTail: StepSlot.allCases.count)
+        optimizer = Optimizer(config: config.optimizer, parameterCount: model.layout.totalCount)
+        validationRows = FlatBuffer(count: maxRowsPerRank * architecture.inputSize)
+
+        try restoreOrInitialize()
+    }
+
+    static func openData(_ data: DataConfig) throws -> (SampleSet, SampleSet?) {
+        guard let path = data.path ?? EmbeddedData.mnistPath else {
+            throw RunFailure("the embedded MNIST subset is missing from this build; pass --data FILE.h5")
+        }
+        let file = try HDF5File.open(path)
+        if let fraction = data.valFraction {
+            let whole = try file.root.dataset(data.trainDataset)
+            let total = whole.shape.first ?? 0
+            // Like Keras's validation_split: the last rows, before any shuffling.
+            let held = Int((Double(total) * fraction).rounded())
+            guard held >= 1, held < total else {
+                throw RunFailure("--val-fraction \(fraction) of \(total) samples in \(path):\(data.trainDataset) leaves no training or no validation rows")
+            }
+            let train = try SampleSet(file: file, datasetPath: data.trainDataset, rows: 0..<(total - held),
+                                      scale: data.scale, cache: data.cache)
+            let validation = try SampleSet(file: file, datasetPath: data.trainDataset, rows: (total - held)..<total,
+                                           scale: data.scale, cache: data.cache)
+            return (train, validation)
+        }
+        let train = try SampleSet(file: file, datasetPath: data.trainDataset, scale: data.scale, cache: data.cache)
+        let validation = try data.valDataset.map {
+            try SampleSet(file: file, datasetPath: $0, scale: data.scale, cache: data.cache)
+        }
+        return (train, validation)
+    }
+
+    /// Every rank must build the same model from the same configuration; a mismatch (different config files or
+    /// binaries on different nodes) would otherwise train silently wrong.
+    static func checkRanksAgree(config: TrainingConfig, layout: ParameterLayout, communicator: Communicator) throws {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in (config.canonicalJSON() + layout.hash).utf8 { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
+        let all = try communicator.allGather(hash)
+        if let differing = all.firstIndex(where: { $0 != all[0] }) {
+            throw RunFailure("ranks disagree on the configuration (rank 0 has \(String(all[0], radix: 16)), rank \(differing) has \(String(all[differing], radix: 16))); every rank must run the same aedist with the same options and config file")
+        }
+    }
+
+    private func restoreOrInitialize() throws {
+        let comm = communicator
+        let checkpointPath: String?
+        switch resume {
+        case .none: checkpointPath = nil
+        case .auto: checkpointPath = directory.latest
+        case .path(let path): checkpointPath = path
+        }
+        if let checkpointPath {
+            let checkpoint = try comm.together { try Checkpoint.read(from: checkpointPath, expectedLayout: model.layout) }
+            model.parameters.copy(from: checkpoint.parameters)
+            try comm.together {
+                guard checkpoint.optimizerName == config.optimizer.kind.rawValue else {
+                    throw RunFailure("\(checkpointPath) holds \(checkpoint.optimizerName) state, but this run uses --optimizer \(config.optimizer.kind.rawValue)")
+                }
+                for (name, buffer) in optimizer.state {
+                    guard let stored = checkpoint.optimizerState.first(where: { $0.name == name }) else {
+                        throw RunFailure("\(checkpointPath) has no optimizer state '\(name)' (it has: \(checkpoint.optimizerState.map(\.name).joined(separator: ", ")))")
+                    }
+                    buffer.copy(from: stored.buffer)
+                }
+            }
+            optimizer.stepCount = checkpoint.optimizerStep
+            progress = checkpoint.progress
+            history = checkpoint.metrics
+            priorWallTime = history.last?.wallTime ?? 0
+            lastCheckpoint = checkpointPath
+            if checkpoint.config.schedule.batchSize != config.schedule.batchSize || checkpoint.config.schedule.seed != config.schedule.seed {
+                console.warning("resuming with a different --batch-size or --seed than \(checkpointPath) was trained with: the sample order will not continue the original run's")
+            }
+            console.line("resumed from \(checkpointPath): epoch \(progress.epochsCompleted), step \(progress.globalStep), \(progress.samplesSeen) samples seen")
+        } else {
+            if resume == .auto { console.line("no checkpoint in \(directory.path) yet: starting fresh") }
+            if comm.isRoot { model.initializeParameters(seed: config.schedule.seed) }
+        }
+        // Rank 0's state is the truth: broadcasting it makes every replica start bit-identical.
+        try comm.broadcast(model.parameters)
+        for (_, buffer) in optimizer.state { try comm.broadcast(buffer) }
+        try comm.together { if comm.isRoot { try directory.rewriteMetrics(history) } }
+    }
+
+    // MARK: the loop
+
+    public func run() throws -> TrainingSummary {
+        let comm = communicator
+        let epochs = config.schedule.epochs
+        let lossName = config.loss.rawValue
+        console.line("aedist: \(architecture.description); \(model.layout.totalCount) parameters")
+        let dataName = config.data.path == nil ? "embedded MNIST subset \(config.data.trainDataset)" : trainSet.name
+        console.line("data: \(dataName) (\(trainSet.rowCount) samples\(trainSet.isCached ? ", in memory" : ", streamed")), validation: \(valSet.map { config.data.path == nil ? "embedded \(config.data.valDataset ?? "")" : $0.name } ?? "none"); \(comm.size) rank\(comm.size == 1 ? "" : "s"), global batch \(config.schedule.batchSize), \(schedule.stepsPerEpoch) steps/epoch, BLAS \(BLAS.coreName) × \(BLAS.threads) thread\(BLAS.threads == 1 ? "" : "s")")
+        if progress.epochsCompleted >= epochs {
+            console.line("nothing to train: \(lastCheckpoint ?? "the checkpoint") is at epoch \(progress.epochsCompleted) and --epochs is \(epochs)")
+            return summary(samplesPerSecond: history.last?.samplesPerSecond ?? 0)
+        }
+
+        let prefetcher = BatchPrefetcher(source: trainSet, schedule: schedule, rank: comm.rank, size: comm.size,
+                                         maxRows: maxRowsPerRank, startEpoch: progress.epochsCompleted,
+                                         startStep: progress.stepInEpoch, endEpoch: epochs)
+        defer { prefetcher.stop() }
+        let parameterCount = model.layout.totalCount
+        let gradients = model.gradients
+        let tail = gradients.pointer + parameterCount
+        var bestValLoss = history.map(\.valLoss).filter { !$0.isNaN }.min() ?? .infinity
+        var epochRates: [Double] = []
+
+        while progress.epochsCompleted < epochs {
+            let epoch = progress.epochsCompleted
+            let epochStart = Date()
+            var epochLoss = 0.0, epochSamples = 0
+            let firstStep = progress.stepInEpoch
+            for step in progress.stepInEpoch..<schedule.stepsPerEpoch {
+                gradients.fill(0)
+                var localError: Error?
+                do {
+                    let batch = try prefetcher.next()
+                    let sums = computeGradients(rows: batch.rows, count: batch.count)
+                    tail[StepSlot.lossSum.rawValue] = Float(sums.loss)
+                    tail[StepSlot.squaredErrorSum.rawValue] = Float(sums.squaredError)
+                    tail[StepSlot.sampleCount.rawValue] = Float(batch.count)
+                } catch {
+                    localError = error
+                    tail[StepSlot.failedRanks.rawValue] = 1
+                }
+                try comm.allReduceSum(gradients.buffer)
+                if tail[StepSlot.failedRanks.rawValue] > 0 {
+                    try comm.agreeOnFailure(localError)
+                }
+                let globalCount = Int(tail[StepSlot.sampleCount.rawValue].rounded())
+                let stepLoss = Double(tail[StepSlot.lossSum.rawValue]) / Double(max(globalCount, 1))
+                guard stepLoss.isFinite else {
+                    throw RunFailure("the training loss became \(stepLoss) at epoch \(epoch + 1), step \(step + 1) (global step \(progress.globalStep + 1)); try a smaller --lr. \(lastCheckpoint.map { "The last good checkpoint is \($0)." } ?? "No checkpoint was written.")")
+                }
+                let scale = 1 / Float(max(globalCount, 1))
+                for i in 0..<parameterCount { gradients.pointer[i] *= scale }
+                optimizer.step(parameters: model.parameters, gradients: gradients, learningRate: config.optimizer.learningRate)
+
+                progress.globalStep += 1
+                progress.stepInEpoch = step + 1
+                progress.samplesSeen += globalCount
+                epochLoss += Double(tail[StepSlot.lossSum.rawValue])
+                epochSamples += globalCount
+                let elapsed = Date().timeIntervalSince(epochStart)
+                let remaining = Double(schedule.stepsPerEpoch - step - 1) * elapsed / Double(step + 1 - firstStep)
+                console.progress(String(format: "epoch %d/%d  step %d/%d  %@ %.4f  %.0f samples/s  ETA %.0fs", epoch + 1, epochs,
+                                        step + 1, schedule.stepsPerEpoch, lossName, epochLoss / Double(max(epochSamples, 1)),
+                                        Double(epochSamples) / max(elapsed, 1e-9), remaining))
+                if config.run.checkpointEvery > 0, progress.globalStep % config.run.checkpointEvery == 0,
+                   progress.stepInEpoch < schedule.stepsPerEpoch {
+                    try saveCheckpoint(isBest: false)
+                }
+            }
+            let trainSeconds = Date().timeIntervalSince(epochStart)
+            let rate = Double(epochSamples) / max(trainSeconds, 1e-9)
+            epochRates.append(rate)
+            let validation = try validate()
+            progress.epochsCompleted += 1
+            progress.stepInEpoch = 0
+            let metrics = EpochMetrics(epoch: progress.epochsCompleted, globalStep: progress.globalStep,
+                                       samplesSeen: progress.samplesSeen,
+                                       trainLoss: epochLoss / Double(max(epochSamples, 1)), valLoss: validation.loss,
+                                       valMSE: validation.mse, samplesPerSecond: rate,
+                                       wallTime: priorWallTime + trainSeconds, learningRate: config.optimizer.learningRate)
+            priorWallTime = metrics.wallTime
+            history.append(metrics)
+            let isBest = !validation.loss.isNaN && validation.loss < bestValLoss
+            if isBest { bestValLoss = validation.loss }
+            try saveCheckpoint(isBest: isBest)
+            try comm.together { if comm.isRoot { try directory.appendMetrics(metrics) } }
+            var line = String(format: "epoch %d/%d  step %d  train %@ %.4f", progress.epochsCompleted, epochs,
+                              progress.globalStep, lossName, metrics.trainLoss)
+            if !validation.loss.isNaN {
+                line += String(format: "  val %@ %.4f  val mse %.4f", lossName, validation.loss, validation.mse)
+            }
+            line += String(format: "  %.0f samples/s  %.2fs", rate, trainSeconds)
+            console.line(line)
+        }
+        // The first epoch pays for warm-up (page faults, BLAS buffers): report the median of the rest.
+        let steady = epochRates.count > 1 ? Array(epochRates.dropFirst()) : epochRates
+        return summary(samplesPerSecond: steady.sorted()[steady.count / 2])
+    }
+
+    /// Forward, loss and backward for this rank's rows; gradients accumulate into the model's buffer.
+    func computeGradients(rows: UnsafePointer<Float>, count: Int) -> Loss.Sums {
+        guard count > 0 else { return Loss.Sums() }
+        model.forward(input: rows, batch: count)
+        let sums = Loss.evaluate(config.loss, outputActivation: architecture.outputActivation, logits: model.outputLogits,
+                                 output: model.reconstruction, target: rows, batch: count, width: architecture.inputSize,
+                                 gradient: model.outputGradient)
+        model.backward(input: rows, batch: count)
+        return sums
+    }
+
+    /// Mean loss and MSE over the whole validation set, each rank evaluating a contiguous share.
+    func validate() throws -> (loss: Double, mse: Double) {
+        guard let valSet else { return (.nan, .nan) }
+        let comm = communicator
+        let mine = BatchSchedule.slice(of: 0..<valSet.rowCount, rank: comm.rank, size: comm.size)
+        var sums = [0.0, 0.0, 0.0]
+        try comm.together {
+            var start = mine.lowerBound
+            while start < mine.upperBound {
+                let chunk = start..<min(start + maxRowsPerRank, mine.upperBound)
+                try valSet.read(chunk, into: validationRows.pointer)
+                model.forward(input: validationRows.pointer, batch: chunk.count)
+                let chunkSums = Loss.evaluate(config.loss, outputActivation: architecture.outputActivation,
+                                              logits: model.outputLogits, output: model.reconstruction,
+                                              target: validationRows.pointer, batch: chunk.count,
+                                              width: architecture.inputSize, gradient: nil)
+                sums[0] += chunkSums.loss
+                sums[1] += chunkSums.squaredError
+                sums[2] += Double(chunk.count)
+                start = chunk.upperBound
+            }
+        }
+        try comm.allReduceSum(&sums)
+        return (sums[0] / sums[2], sums[1] / sums[2])
+    }
+
+    func saveCheckpoint(isBest: Bool) throws {
+        let comm = communicator
+        let path: String? = try comm.together {
+            guard comm.isRoot else { return nil }
+            let checkpoint = Checkpoint(config: config, layout: model.layout, parameters: model.parameters,
+                                        optimizerName: config.optimizer.kind.rawValue, optimizerStep: optimizer.stepCount,
+                                        optimizerState: optimizer.state, progress: progress, metrics: history,
+                                        worldSize: comm.size, aedistVersion: AEDistVersion.string)
+            return try directory.save(checkpoint, isBest: isBest, keep: config.run.keep)
+        }
+        lastCheckpoint = path ?? CheckpointDirectory.fileName(for: progress)
+    }
+
+    private func summary(samplesPerSecond: Double) -> TrainingSummary {
+        TrainingSummary(epochsCompleted: progress.epochsCompleted, globalStep: progress.globalStep,
+                        finalTrainLoss: history.last?.trainLoss ?? .nan, finalValLoss: history.last?.valLoss ?? .nan,
+                        finalValMSE: history.last?.valMSE ?? .nan, samplesPerSecond: samplesPerSecond,
+                        lastCheckpoint: communicator.isRoot ? directory.latest : nil,
+                        bestCheckpoint: communicator.isRoot ? directory.best : nil,
+                        parameterChecksum: model.parameters.bitChecksum)
+    }
+
+    /// Collective: every replica's parameters must be bit-identical after the same steps. Returns the count of
+    /// ranks that agree with rank 0.
+    public func verifyReplicasIdentical() throws -> UInt64 {
+        let checksums = try communicator.allGather(model.parameters.bitChecksum)
+        if let differing = checksums.firstIndex(where: { $0 != checksums[0] }) {
+            throw RunFailure("replica drift: rank \(differing)'s parameters differ from rank 0's (checksums \(String(checksums[differing], radix: 16)) vs \(String(checksums[0], radix: 16)))")
+        }
+        return checksums[0]
+    }
+}

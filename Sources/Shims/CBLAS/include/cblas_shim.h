@@ -1,0 +1,15 @@
+// The only place aedist sees <cblas.h> and the CPU's floating-point control register.
+#ifndef AEDIST_CBLAS_SHIM_H
+#define AEDIST_CBLAS_SHIM_H
+
+/// Row-major C = alpha * op(A) * op(B) + beta * C, op = transpose when the flag is non-zero.
+void aedblas_sgemm(int transpose_a, int transpose_b, int m, int n, int k, float alpha, const float *a, int lda,
+                   const float *b, int ldb, float beta, float *c, int ldc);
+void aedblas_set_threads(int threads);
+int aedblas_threads(void);
+/// The kernel family OpenBLAS chose for this CPU (e.g. "Haswell", "SkylakeX"; "Prescott" means the slow fallback).
+const char *aedblas_corename(void);
+/// Flush denormals to zero and treat denormal inputs as zero (FTZ + DAZ) on this thread.
+void aedblas_flush_denormals(void);
+
+#endif

@@ -1,0 +1,27 @@
+import AEDistCore
+import AEDistTraining
+import ArgumentParser
+import Foundation
+
+struct InspectCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "inspect",
+        abstract: "Explain a checkpoint: config, progress, metrics history and every tensor's statistics.",
+        discussion: "Works on any HDF5 file in aedist's documented checkpoint layout. Needs no MPI.")
+
+    @Argument(help: "The checkpoint file (.h5), e.g. checkpoints/latest.h5.")
+    var file: String
+
+    @Flag(help: "Print JSON for scripts instead of text.")
+    var json = false
+
+    func run() throws {
+        do {
+            let report = try CheckpointReport(path: file)
+            print(json ? report.json() : report.text())
+        } catch {
+            FileHandle.standardError.write(Data("aedist: error: \(userMessage(error))\n".utf8))
+            throw ExitCode.failure
+        }
+    }
+}

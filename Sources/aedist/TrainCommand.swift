@@ -1,0 +1,172 @@
+import AEDistCore
+import AEDistIO
+import AEDistTraining
+import ArgumentParser
+import Foundation
+
+extension Activation: ExpressibleByArgument {}
+extension LossKind: ExpressibleByArgument {}
+extension OptimizerConfig.Kind: ExpressibleByArgument {}
+extension DataConfig.CachePolicy: ExpressibleByArgument {}
+
+/// `aedist train`. Options are optional so that only the flags a user types override the config file; the help
+/// text names each default.
+struct TrainCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "Train an autoencoder data-parallel across the ranks of an MPI job.",
+        discussion: """
+        Run it under mpirun (or srun): every rank holds a replica, computes its slice of each global batch, and the \
+        gradients are summed with one MPI all-reduce per step. Without --data it trains on the embedded MNIST subset.
+        Settings come from the defaults, then --config FILE, then the flags given here.
+        Examples:
+          mpirun -n 8 aedist train
+          mpirun -n 4 aedist train --data faces.h5 --train-dataset /train/x --val-fraction 0.1 --model dense:4096-512-64
+        """)
+
+    @Option(help: ArgumentHelp("YAML or JSON config file (keys as in a checkpoint's config).", valueName: "file.yaml"))
+    var config: String?
+
+    // Data
+    @Option(help: ArgumentHelp("HDF5 file with the samples (default: the embedded MNIST subset).", valueName: "file.h5"))
+    var data: String?
+    @Option(help: ArgumentHelp("Dataset of training samples, N×D or N×H×W×C (default: /train/x).", valueName: "path"))
+    var trainDataset: String?
+    @Option(help: ArgumentHelp("Dataset of validation samples, or 'none' (default: /val/x).", valueName: "path"))
+    var valDataset: String?
+    @Option(help: ArgumentHelp("Hold out this fraction of the training rows (the last ones) for validation instead of --val-dataset.", valueName: "fraction"))
+    var valFraction: Double?
+    @Option(help: ArgumentHelp("Multiply input values by this (default: the dataset's 'scale' attribute, else 1/255 for uint8, else 1).", valueName: "factor"))
+    var scale: Double?
+    @Option(help: "Keep samples in memory: auto (if ≤ 2 GiB), always, never (default: auto).")
+    var cache: DataConfig.CachePolicy?
+
+    // Model and loss
+    @Option(help: ArgumentHelp("Model: dense:IN-H1-…-CODE, decoder mirrored; a width may carry an activation, e.g. dense:784-256:tanh-32:linear (default: dense:784-32).", valueName: "spec"))
+    var model: String?
+    @Option(help: "Hidden-layer activation: relu, leaky_relu, tanh, sigmoid, linear (default: relu).")
+    var activation: Activation?
+    @Option(help: "Output activation (default: sigmoid).")
+    var outputActivation: Activation?
+    @Option(help: "Loss: bce (binary cross-entropy, from logits) or mse (default: bce).")
+    var loss: LossKind?
+
+    // Optimizer
+    @Option(help: "Optimizer: sgd, adam, adamw, rmsprop (default: adam).")
+    var optimizer: OptimizerConfig.Kind?
+    @Option(help: ArgumentHelp("Learning rate (default: 0.001).", valueName: "rate"))
+    var lr: Double?
+    @Option(help: "Momentum for sgd and rmsprop (default: 0).")
+    var momentum: Double?
+    @Flag(help: "Nesterov momentum (sgd).")
+    var nesterov = false
+    @Option(help: "Adam β1 (default: 0.9).")
+    var beta1: Double?
+    @Option(help: "Adam β2 (default: 0.999).")
+    var beta2: Double?
+    @Option(help: "RMSprop smoothing constant, PyTorch's alpha (default: 0.99).")
+    var rho: Double?
+    @Option(help: "Denominator epsilon for adam, adamw, rmsprop (default: 1e-8).")
+    var epsilon: Double?
+    @Option(help: "Weight decay: L2 added to the gradient (sgd, adam, rmsprop) or decoupled (adamw) (default: 0).")
+    var weightDecay: Double?
+
+    // Schedule
+    @Option(help: ArgumentHelp("Epochs to train in all, counting those a resumed checkpoint already did (default: 10).", valueName: "n"))
+    var epochs: Int?
+    @Option(help: ArgumentHelp("Global batch size, summed over all ranks (default: 256).", valueName: "n"))
+    var batchSize: Int?
+    @Option(help: ArgumentHelp("Seed for initialisation and shuffling (default: 0).", valueName: "n"))
+    var seed: UInt64?
+
+    // Checkpoints
+    @Option(help: ArgumentHelp("Folder for checkpoints and metrics.csv (default: checkpoints).", valueName: "dir"))
+    var checkpointDir: String?
+    @Option(help: ArgumentHelp("Keep the newest K checkpoints, plus the best (default: 3).", valueName: "k"))
+    var keep: Int?
+    @Option(help: ArgumentHelp("Also checkpoint every N steps (default: 0, at epoch ends only).", valueName: "n"))
+    var checkpointEvery: Int?
+    @Option(help: ArgumentHelp("Continue from a checkpoint: 'auto' (the folder's latest.h5, or start fresh if none) or a file.", valueName: "auto|path"))
+    var resume: String?
+
+    // Machine
+    @Option(help: ArgumentHelp("BLAS threads per rank (default: cores on the node / ranks on the node).", valueName: "n"))
+    var blasThreads: Int?
+
+    /// The run's configuration: defaults, then the config file, then the flags given.
+    func resolvedConfig() throws -> TrainingConfig {
+        var c = try config.map(ConfigFile.load) ?? TrainingConfig()
+        if let data { c.data.path = data }
+        if let trainDataset { c.data.trainDataset = trainDataset }
+        if let valDataset { c.data.valDataset = valDataset == "none" ? nil : valDataset }
+        if let valFraction { c.data.valFraction = valFraction }
+        if let scale { c.data.scale = scale }
+        if let cache { c.data.cache = cache }
+        if let model { c.model.spec = model }
+        if let activation { c.model.activation = activation }
+        if let outputActivation { c.model.outputActivation = outputActivation }
+        if let loss { c.loss = loss }
+        if let optimizer { c.optimizer.kind = optimizer }
+        if let lr { c.optimizer.learningRate = lr }
+        if let momentum { c.optimizer.momentum = momentum }
+        if nesterov { c.optimizer.nesterov = true }
+        if let beta1 { c.optimizer.beta1 = beta1 }
+        if let beta2 { c.optimizer.beta2 = beta2 }
+        if let rho { c.optimizer.rho = rho }
+        if let epsilon { c.optimizer.epsilon = epsilon }
+        if let weightDecay { c.optimizer.weightDecay = weightDecay }
+        if let epochs { c.schedule.epochs = epochs }
+        if let batchSize { c.schedule.batchSize = batchSize }
+        if let seed { c.schedule.seed = seed }
+        if let checkpointDir { c.run.checkpointDir = checkpointDir }
+        if let keep { c.run.keep = keep }
+        if let checkpointEvery { c.run.checkpointEvery = checkpointEvery }
+        return c
+    }
+
+    func validate() throws {
+        do {
+            try resolvedConfig().validate()
+        } catch let error as ConfigError {
+            throw ValidationError(error.description)
+        }
+        if let blasThreads, blasThreads < 1 { throw ValidationError("--blas-threads must be at least 1 (got \(blasThreads))") }
+    }
+
+    func run() throws {
+        let configuration = try resolvedConfig()
+        let world: MPICommunicator
+        do { world = try MPICommunicator.world() } catch {
+            FileHandle.standardError.write(Data("aedist: error: \(userMessage(error))\n".utf8))
+            throw ExitCode.failure
+        }
+        Launch.configureBLASThreads(ranksOnThisNode: world.localSize, requested: blasThreads)
+        BLAS.flushDenormalsToZero()
+        let console = Console(isRoot: world.isRoot)
+        do {
+            let trainer = try Trainer(config: configuration, communicator: world, resume: ResumeRequest(resume), console: console)
+            let summary = try trainer.run()
+            let checksum = try trainer.verifyReplicasIdentical()
+            let lossName = configuration.loss.rawValue
+            var line = "done: \(summary.epochsCompleted) epochs, \(summary.globalStep) steps"
+            line += String(format: ", train %@ %.4f", lossName, summary.finalTrainLoss)
+            if !summary.finalValLoss.isNaN {
+                line += String(format: ", val %@ %.4f, val mse %.4f", lossName, summary.finalValLoss, summary.finalValMSE)
+            }
+            line += String(format: ", %.0f samples/s on %d rank%@", summary.samplesPerSecond, world.size, world.size == 1 ? "" : "s")
+            line += "; last \(summary.lastCheckpoint ?? "none"), best \(summary.bestCheckpoint ?? "none")"
+            console.line(line)
+            console.line("replicas identical: parameter checksum \(String(checksum, radix: 16)) on all \(world.size) rank\(world.size == 1 ? "" : "s")")
+            MPICommunicator.finalize()
+        } catch let failure as RunFailure {
+            // Every rank holds the same agreed failure: rank 0 reports it and all leave together.
+            console.error(failure.message)
+            MPICommunicator.finalize()
+            throw ExitCode(failure.exitCode)
+        } catch {
+            // A failure only this rank saw: report it here and tear the job down so no rank waits forever.
+            FileHandle.standardError.write(Data("aedist: error: rank \(world.rank): \(userMessage(error))\n".utf8))
+            MPICommunicator.abort(exitCode: 1)
+        }
+    }
+}

@@ -1,0 +1,27 @@
+import AEDistTraining
+import ArgumentParser
+import Foundation
+
+struct AEDist: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "aedist",
+        abstract: "Distributed data-parallel autoencoder training (MPI + HDF5 + BLAS).",
+        discussion: """
+        Typical use:
+          mpirun -n 8 aedist train                 train the default dense autoencoder on the embedded MNIST subset
+          aedist inspect checkpoints/latest.h5     explain a checkpoint
+        """,
+        version: AEDistVersion.string,
+        subcommands: [TrainCommand.self, InspectCommand.self])
+}
+
+Launch.selectOptimizedBLASKernels()
+setvbuf(stdout, nil, _IOLBF, 0)
+do {
+    var command = try AEDist.parseAsRoot()
+    try command.run()
+} catch {
+    // Every rank parses the same command line; only rank 0 says what is wrong with it.
+    if Launch.rankFromEnvironment == 0 { AEDist.exit(withError: error) }
+    Foundation.exit(AEDist.exitCode(for: error).rawValue)
+}

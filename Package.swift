@@ -35,7 +35,7 @@ let package = Package(
 
         .testTarget(name: "AEDistCoreTests", dependencies: ["AEDistCore"]),
         .testTarget(name: "AEDistIOTests", dependencies: ["AEDistIO", "AEDistTraining"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["AEDistIO"]),
+        .testTarget(name: "EndToEndTests"),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -19,7 +19,8 @@ final class BatchPrefetcher {
     private let rowIndices: [UnsafeMutableBufferPointer<Int32>]
     private var results: [Result<Int, Error>] = [.success(0), .success(0)]
 
-    private let free = DispatchSemaphore(value: 2)
+    /// Starts at 0 and is signalled twice in init: libdispatch traps when a semaphore is freed below its initial value.
+    private let free = DispatchSemaphore(value: 0)
     private let ready = DispatchSemaphore(value: 0)
     private let finished = DispatchSemaphore(value: 0)
     private let lock = NSLock()
@@ -36,6 +37,8 @@ final class BatchPrefetcher {
         self.size = size
         slots = [FlatBuffer(count: maxRows * source.rowWidth), FlatBuffer(count: maxRows * source.rowWidth)]
         rowIndices = [.allocate(capacity: maxRows), .allocate(capacity: maxRows)]
+        free.signal()
+        free.signal()
         let thread = Thread { [unowned self] in
             self.produce(startEpoch: startEpoch, startStep: startStep, endEpoch: endEpoch)
             self.finished.signal()

@@ -150,6 +150,9 @@ public final class Trainer {
             let checkpoint = try comm.together { try Checkpoint.read(from: checkpointPath, expectedLayout: model.layout) }
             model.parameters.copy(from: checkpoint.parameters)
             try comm.together {
+                guard checkpoint.config.model == config.model else {
+                    throw RunFailure("\(checkpointPath) was trained as \(try ModelArchitecture(checkpoint.config.model).description), but this run builds \(architecture.description); pass the same --model and activations, or a new --checkpoint-dir")
+                }
                 guard checkpoint.optimizerName == config.optimizer.kind.rawValue else {
                     throw RunFailure("\(checkpointPath) holds \(checkpoint.optimizerName) state, but this run uses --optimizer \(config.optimizer.kind.rawValue)")
                 }
@@ -269,7 +272,8 @@ public final class Trainer {
             var line = String(format: "epoch %d/%d  step %d  train %@ %.4f", progress.epochsCompleted, epochs,
                               progress.globalStep, lossName, metrics.trainLoss)
             if !validation.loss.isNaN {
-                line += String(format: "  val %@ %.4f  val mse %.4f", lossName, validation.loss, validation.mse)
+                line += String(format: "  val %@ %.4f", lossName, validation.loss)
+                if config.loss != .mse { line += String(format: "  val mse %.4f", validation.mse) }
             }
             line += String(format: "  %.0f samples/s  %.2fs", rate, trainSeconds)
             console.line(line)

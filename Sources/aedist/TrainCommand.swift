@@ -151,7 +151,8 @@ struct TrainCommand: ParsableCommand {
             var line = "done: \(summary.epochsCompleted) epochs, \(summary.globalStep) steps"
             line += String(format: ", train %@ %.4f", lossName, summary.finalTrainLoss)
             if !summary.finalValLoss.isNaN {
-                line += String(format: ", val %@ %.4f, val mse %.4f", lossName, summary.finalValLoss, summary.finalValMSE)
+                line += String(format: ", val %@ %.4f", lossName, summary.finalValLoss)
+                if configuration.loss != .mse { line += String(format: ", val mse %.4f", summary.finalValMSE) }
             }
             line += String(format: ", %.0f samples/s on %d rank%@", summary.samplesPerSecond, world.size, world.size == 1 ? "" : "s")
             line += "; last \(summary.lastCheckpoint ?? "none"), best \(summary.bestCheckpoint ?? "none")"

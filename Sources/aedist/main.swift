@@ -21,7 +21,10 @@ do {
     var command = try AEDist.parseAsRoot()
     try command.run()
 } catch {
-    // Every rank parses the same command line; only rank 0 says what is wrong with it.
+    // Every rank parses the same command line; only rank 0 says what is wrong with it. The others wait a moment
+    // before exiting, because the launcher tears the job down when the first rank exits with an error, and that
+    // must not cut rank 0 off before its message is out.
     if Launch.rankFromEnvironment == 0 { AEDist.exit(withError: error) }
+    Thread.sleep(forTimeInterval: 1)
     Foundation.exit(AEDist.exitCode(for: error).rawValue)
 }

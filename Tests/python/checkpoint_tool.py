@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""Reads aedist checkpoints with h5py — an HDF5 reader aedist did not write — for the end-to-end tests.
+
+  checkpoint_tool.py check FILE           verify the documented layout; print "ok <n> tensors"
+  checkpoint_tool.py compare A B          print the largest absolute difference over all parameter and optimizer tensors
+  checkpoint_tool.py make-data KIND FILE  write a data set the way h5py/numpy users do (KIND: float64, uint8-images,
+                                          strings, nan, empty, tiny, wide)
+"""
+import json
+import sys
+
+import h5py
+import numpy as np
+
+
+def tensors(f):
+    found = {}
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Dataset):
+            found[name] = obj[()]
+
+    f["parameters"].visititems(lambda n, o: visit("parameters/" + n, o))
+    f["optimizer"].visititems(lambda n, o: visit("optimizer/" + n, o))
+    return found
+
+
+def check(path):
+    with h5py.File(path, "r") as f:
+        assert f.attrs["format"] == "aedist-checkpoint", f.attrs["format"]
+        assert int(f.attrs["format_version"]) == 1
+        config = json.loads(f.attrs["config"])
+        for key in ("model", "loss", "data", "optimizer", "schedule", "run"):
+            assert key in config, key
+        assert int(f.attrs["world_size"]) >= 1
+        assert len(f.attrs["layout_hash"]) == 16
+        for key in ("epochs_completed", "step_in_epoch", "global_step", "samples_seen", "seed"):
+            assert key in f["progress"].attrs, key
+        epochs = f["metrics/epoch"][()]
+        for column in ("global_step", "samples_seen", "train_loss", "val_loss", "val_mse", "samples_per_sec", "wall_time_s", "lr"):
+            assert f["metrics/" + column].shape == epochs.shape, column
+        found = tensors(f)
+        parameters = [k for k in found if k.startswith("parameters/")]
+        assert parameters, "no parameters"
+        for name, value in found.items():
+            assert value.dtype == np.float32, (name, value.dtype)
+            assert np.all(np.isfinite(value)), name
+        for name in parameters:
+            if name.endswith("/weight"):
+                layer = name[len("parameters/"):-len("/weight")]
+                out_size, in_size = found[name].shape
+                assert found[f"parameters/{layer}/bias"].shape == (out_size,), layer
+        state = f["optimizer"].attrs["name"]
+        print(f"ok {len(found)} tensors, optimizer {state}, epochs {list(epochs)}")
+
+
+def compare(a, b):
+    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
+        ta, tb = tensors(fa), tensors(fb)
+        assert sorted(ta) == sorted(tb), (sorted(ta), sorted(tb))
+        worst = max(float(np.max(np.abs(ta[k].astype(np.float64) - tb[k]))) for k in ta)
+        identical = all(np.array_equal(ta[k].view(np.uint32), tb[k].view(np.uint32)) for k in ta)
+        print(f"max_abs_diff {worst:.9g} bit_identical {identical}")
+
+
+def make_data(kind, path):
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "w") as f:
+        if kind == "float64":
+            # Two clusters in 20 dimensions, float64 like numpy's default.
+            x = rng.normal(0.5, 0.1, size=(300, 20)).clip(0, 1)
+            f["features"] = x
+            f["holdout"] = rng.normal(0.5, 0.1, size=(64, 20)).clip(0, 1)
+        elif kind == "uint8-images":
+            f["images"] = rng.integers(0, 256, size=(200, 8, 8, 1), dtype=np.uint8)
+        elif kind == "strings":
+            f["train/x"] = np.array([b"a", b"b", b"c"])
+        elif kind == "nan":
+            x = rng.random((50, 10)).astype(np.float32)
+            x[17, 3] = np.nan
+            f["train/x"] = x
+        elif kind == "empty":
+            f.create_dataset("train/x", shape=(0, 10), dtype=np.float32)
+        elif kind == "tiny":
+            f["train/x"] = rng.random((3, 10)).astype(np.float32)
+        elif kind == "wide":
+            f["train/x"] = rng.random((100, 12)).astype(np.float32)
+        else:
+            sys.exit(f"unknown kind {kind}")
+
+
+if __name__ == "__main__":
+    command = sys.argv[1] if len(sys.argv) > 1 else ""
+    if command == "check" and len(sys.argv) == 3:
+        check(sys.argv[2])
+    elif command == "compare" and len(sys.argv) == 4:
+        compare(sys.argv[2], sys.argv[3])
+    elif command == "make-data" and len(sys.argv) == 4:
+        make_data(sys.argv[2], sys.argv[3])
+    else:
+        sys.exit(__doc__)

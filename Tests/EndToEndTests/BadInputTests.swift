@@ -100,6 +100,19 @@ final class BadInputTests: XCTestCase {
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: "\(folder)/latest.h5")), latest)
     }
 
+    /// Ranks started with different options (mpirun's MPMD form) must refuse to train together.
+    func testRanksWithDifferentConfigurationsRefuseToStart() throws {
+        let folder = Harness.temporaryDirectory()
+        let common = ["train", "--epochs", "1", "--checkpoint-dir", folder]
+        let outcome = try Harness.run(Harness.mpirun, ["-n", "1", Harness.binary] + common + ["--lr", "0.001", ":",
+                                                       "-n", "1", Harness.binary] + common + ["--lr", "0.002"], timeout: 60)
+        XCTAssertFalse(outcome.timedOut, "\(outcome)")
+        XCTAssertNotEqual(outcome.status, 0, "\(outcome)")
+        XCTAssertEqual(outcome.errorLines.count, 1, "\(outcome)")
+        XCTAssertTrue(outcome.stderr.contains("ranks disagree on the configuration"), outcome.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "\(folder)/latest.h5"))
+    }
+
     func testResumeFromMissingCheckpoint() throws {
         try expectError(["train", "--resume", "/no/such/checkpoint.h5"] + scratch, mentioning: ["/no/such/checkpoint.h5"])
     }

@@ -174,6 +174,10 @@ public final class Trainer {
             console.line("resumed from \(checkpointPath): epoch \(progress.epochsCompleted), step \(progress.globalStep), \(progress.samplesSeen) samples seen")
         } else {
             if resume == .auto { console.line("no checkpoint in \(directory.path) yet: starting fresh") }
+            let archived = try comm.together { comm.isRoot ? try directory.archiveEarlierRun() : nil }
+            if let archived {
+                console.line("\(directory.path) held an earlier run's checkpoints: moved them to \(archived) (use --resume auto to continue a run instead)")
+            }
             if comm.isRoot { model.initializeParameters(seed: config.schedule.seed) }
         }
         // Rank 0's state is the truth: broadcasting it makes every replica start bit-identical.

@@ -121,28 +121,30 @@ final class SampleSetTests: XCTestCase {
     }
 }
 
-final class CheckpointTests: XCTestCase {
-    func sampleCheckpoint(step: Int, spec: String = "dense:6-4-2") throws -> Checkpoint {
-        var config = TrainingConfig()
-        config.model.spec = spec
-        let architecture = try ModelArchitecture(config.model)
-        let model = Autoencoder(architecture: architecture, maxBatch: 2)
-        model.initializeParameters(seed: UInt64(step))
-        let optimizer = Optimizer(config: config.optimizer, parameterCount: model.layout.totalCount)
-        for (index, state) in optimizer.state.enumerated() { state.buffer.fill(Float(index + 1) / 8) }
-        var progress = TrainingProgress()
-        progress.epochsCompleted = step / 10
-        progress.stepInEpoch = step % 10
-        progress.globalStep = step
-        progress.samplesSeen = step * 32
-        let metrics = (0..<progress.epochsCompleted).map {
-            EpochMetrics(epoch: $0 + 1, globalStep: ($0 + 1) * 10, samplesSeen: ($0 + 1) * 320, trainLoss: 0.5, valLoss: .nan,
-                         valMSE: .nan, samplesPerSecond: 1000, wallTime: Double($0), learningRate: 1e-3)
-        }
-        return Checkpoint(config: config, layout: model.layout, parameters: model.parameters, optimizerName: "adam",
-                          optimizerStep: step, optimizerState: optimizer.state, progress: progress, metrics: metrics,
-                          worldSize: 4, aedistVersion: "test")
+/// A small checkpoint whose contents are known, for round trips.
+func sampleCheckpoint(step: Int, spec: String = "dense:6-4-2") throws -> Checkpoint {
+    var config = TrainingConfig()
+    config.model.spec = spec
+    let architecture = try ModelArchitecture(config.model)
+    let model = Autoencoder(architecture: architecture, maxBatch: 2)
+    model.initializeParameters(seed: UInt64(step))
+    let optimizer = Optimizer(config: config.optimizer, parameterCount: model.layout.totalCount)
+    for (index, state) in optimizer.state.enumerated() { state.buffer.fill(Float(index + 1) / 8) }
+    var progress = TrainingProgress()
+    progress.epochsCompleted = step / 10
+    progress.stepInEpoch = step % 10
+    progress.globalStep = step
+    progress.samplesSeen = step * 32
+    let metrics = (0..<progress.epochsCompleted).map {
+        EpochMetrics(epoch: $0 + 1, globalStep: ($0 + 1) * 10, samplesSeen: ($0 + 1) * 320, trainLoss: 0.5, valLoss: .nan,
+                     valMSE: .nan, samplesPerSecond: 1000, wallTime: Double($0), learningRate: 1e-3)
     }
+    return Checkpoint(config: config, layout: model.layout, parameters: model.parameters, optimizerName: "adam",
+                      optimizerStep: step, optimizerState: optimizer.state, progress: progress, metrics: metrics,
+                      worldSize: 4, aedistVersion: "test")
+}
+
+final class CheckpointTests: XCTestCase {
 
     func testCheckpointRoundTripsEveryPiece() throws {
         let original = try sampleCheckpoint(step: 23)
@@ -217,5 +219,21 @@ final class CheckpointTests: XCTestCase {
         XCTAssertThrowsError(try CheckpointDirectory(path: blocker + "/sub").prepare()) {
             XCTAssertTrue("\($0)".contains("cannot create checkpoint folder \(blocker)/sub"), "\($0)")
         }
+    }
+}
+
+final class EarlierRunTests: XCTestCase {
+    func testAFreshRunMovesAnEarlierRunAsideInsteadOfOverwritingIt() throws {
+        let directory = CheckpointDirectory(path: temporaryFolder() + "/ckpts")
+        try directory.prepare()
+        XCTAssertNil(try directory.archiveEarlierRun(), "an empty folder has nothing to move")
+        let saved = try directory.save(try sampleCheckpoint(step: 10), isBest: true, keep: 3)
+        try directory.rewriteMetrics([])
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: saved))
+        let archive = try XCTUnwrap(try directory.archiveEarlierRun())
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: directory.path), [(archive as NSString).lastPathComponent])
+        XCTAssertEqual(Set(try FileManager.default.contentsOfDirectory(atPath: archive)),
+                       ["ckpt-e0001-s0000010.h5", "latest.h5", "best.h5", "metrics.csv"])
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: archive + "/latest.h5")), bytes)
     }
 }

@@ -72,8 +72,10 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
             try fail("--beta1 and --beta2 must be in [0, 1) (got \(optimizer.beta1), \(optimizer.beta2))")
         }
         if !(0..<1).contains(optimizer.rho) { try fail("--rho must be in [0, 1) (got \(optimizer.rho))") }
-        if !(optimizer.epsilon > 0) { try fail("--epsilon must be positive (got \(optimizer.epsilon))") }
-        if optimizer.weightDecay < 0 { try fail("--weight-decay must be 0 or more (got \(optimizer.weightDecay))") }
+        if !(optimizer.epsilon > 0 && optimizer.epsilon.isFinite) { try fail("--epsilon must be a positive number (got \(optimizer.epsilon))") }
+        if !(optimizer.weightDecay >= 0 && optimizer.weightDecay.isFinite) {
+            try fail("--weight-decay must be a number ≥ 0 (got \(optimizer.weightDecay))")
+        }
         if let fraction = data.valFraction, !(fraction > 0 && fraction < 1) {
             try fail("--val-fraction must be between 0 and 1 (got \(fraction))")
         }

@@ -1,6 +1,7 @@
 /// Which samples make each global batch, and which part of it each rank computes.
 ///
-/// The order is a function of (seed, epoch) and the global batch size only — never of the number of ranks — so
+/// The order is a function of (seed, epoch) only, and global batch k is positions [k·B, (k+1)·B) of it — never a
+/// function of the number of ranks — so
 /// `-n 1`, `-n 2` and `-n 8` see the same global batches, and a run resumed at a different size continues the same
 /// sequence. A rank computes a contiguous slice of each global batch; slices differ by at most one sample.
 public struct BatchSchedule: Sendable {

@@ -40,6 +40,9 @@ public struct ModelArchitecture: Equatable, Sendable {
             }
         }
         guard widths.count >= 2 else { throw fail("needs at least an input width and a code width") }
+        if spec.dropFirst("dense:".count).split(separator: "-").first?.contains(":") == true {
+            throw fail("the input width takes no activation (activations belong to the layers after it)")
+        }
 
         var layers: [DenseLayerSpec] = []
         for i in 1..<widths.count {

@@ -4,7 +4,7 @@ import Foundation
 /// buffer with the parameters' layout, and a step is one loop over the whole buffer.
 public final class Optimizer {
     public let config: OptimizerConfig
-    /// Named state buffers ("momentum"; "exp_avg", "exp_avg_sq"; "square_avg"), as PyTorch names them.
+    /// Named state buffers ("momentum_buffer"; "exp_avg", "exp_avg_sq"; "square_avg"), as PyTorch names them.
     public let state: [(name: String, buffer: FlatBuffer)]
     /// Steps taken so far (Adam's bias correction needs it; checkpoints store it).
     public var stepCount: Int = 0
@@ -16,9 +16,9 @@ public final class Optimizer {
 
     public static func stateNames(_ config: OptimizerConfig) -> [String] {
         switch config.kind {
-        case .sgd: return config.momentum > 0 ? ["momentum"] : []
+        case .sgd: return config.momentum > 0 ? ["momentum_buffer"] : []
         case .adam, .adamw: return ["exp_avg", "exp_avg_sq"]
-        case .rmsprop: return config.momentum > 0 ? ["square_avg", "momentum"] : ["square_avg"]
+        case .rmsprop: return config.momentum > 0 ? ["square_avg", "momentum_buffer"] : ["square_avg"]
         }
     }
 

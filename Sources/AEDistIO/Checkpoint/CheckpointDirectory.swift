@@ -32,6 +32,35 @@ public struct CheckpointDirectory {
         try? FileManager.default.removeItem(atPath: probe)
     }
 
+    /// A fresh run in a folder that holds an earlier run's checkpoints must not overwrite or prune them: they move,
+    /// whole, into a subfolder named after the time of the earlier run's newest checkpoint. Returns that subfolder.
+    public func archiveEarlierRun() throws -> String? {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
+        let belonging = names.filter {
+            ($0.hasPrefix("ckpt-") && $0.hasSuffix(".h5")) || [Self.latestName, Self.bestName, Self.metricsName].contains($0)
+        }
+        guard belonging.contains(where: { $0.hasPrefix("ckpt-") }) else { return nil }
+        let newest = latest ?? checkpointFiles.last!
+        let modified = (try? FileManager.default.attributesOfItem(atPath: newest))?[.modificationDate] as? Date ?? Date()
+        let formatter = DateFormatter()
+        formatter.dateFormat = "yyyyMMdd-HHmmss"
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        var archive = file("earlier-run-\(formatter.string(from: modified))")
+        var suffix = 2
+        while FileManager.default.fileExists(atPath: archive) {
+            archive = file("earlier-run-\(formatter.string(from: modified))-\(suffix)")
+            suffix += 1
+        }
+        do {
+            try FileManager.default.createDirectory(atPath: archive, withIntermediateDirectories: false)
+            for name in belonging { try Self.rename(file(name), (archive as NSString).appendingPathComponent(name)) }
+            try Self.fsync(path)
+        } catch {
+            throw CheckpointError("cannot move the earlier run's checkpoints in \(path) aside: \(Self.reason(error)); pass --resume auto to continue that run, or a new --checkpoint-dir")
+        }
+        return archive
+    }
+
     public static func fileName(for progress: TrainingProgress) -> String {
         String(format: "ckpt-e%04d-s%07d.h5", progress.epochsCompleted, progress.globalStep)
     }

@@ -1,0 +1,80 @@
+import AEDistCore
+import XCTest
+
+// Shared helpers for the AEDistCore tests: tolerant comparisons that always report the largest difference (as
+// llm.c's test_gpt2.c does), so a passing run shows how much headroom there is and a failing one shows how far off.
+
+/// The worst element of a comparison.
+struct Discrepancy {
+    /// Largest |actual − expected| over all elements.
+    var largestDifference = 0.0
+    var largestDifferenceIndex = -1
+    /// Largest |actual − expected| / tolerance; above 1 means the comparison failed.
+    var worstRatio = 0.0
+    var worstIndex = -1
+}
+
+/// Compares element-wise with |actual − expected| ≤ absolute + relative·|expected|, prints the largest difference
+/// under `label`, and fails naming the worst element. NaN anywhere fails.
+@discardableResult
+func assertAllClose(_ actual: [Double], _ expected: [Double], absolute: Double, relative: Double = 0, _ label: String,
+                    describe: (Int) -> String = { "[\($0)]" },
+                    file: StaticString = #filePath, line: UInt = #line) -> Discrepancy {
+    guard actual.count == expected.count else {
+        XCTFail("\(label): \(actual.count) values, expected \(expected.count)", file: file, line: line)
+        return Discrepancy()
+    }
+    var result = Discrepancy()
+    for i in actual.indices {
+        let difference = abs(actual[i] - expected[i])
+        let ratio = difference / (absolute + relative * abs(expected[i]))
+        // `!(x <= y)` rather than `x > y` so that NaN counts as a failure.
+        if !(difference <= result.largestDifference) { result.largestDifference = difference; result.largestDifferenceIndex = i }
+        if !(ratio <= result.worstRatio) { result.worstRatio = ratio; result.worstIndex = i }
+    }
+    let verdict = result.worstRatio <= 1 ? "OK" : "NOT OK"
+    print("\(verdict) \(label): max |Δ| = \(result.largestDifference) over \(actual.count) values")
+    if !(result.worstRatio <= 1) {
+        let i = result.worstIndex
+        XCTFail("\(label): \(describe(i)) is \(actual[i]), expected \(expected[i]) (|Δ| = \(abs(actual[i] - expected[i])), "
+                + "tolerance \(absolute) + \(relative)·|expected|; largest |Δ| overall \(result.largestDifference))",
+                file: file, line: line)
+    }
+    return result
+}
+
+@discardableResult
+func assertAllClose(_ actual: [Float], _ expected: [Double], absolute: Double, relative: Double = 0, _ label: String,
+                    describe: (Int) -> String = { "[\($0)]" },
+                    file: StaticString = #filePath, line: UInt = #line) -> Discrepancy {
+    assertAllClose(actual.map(Double.init), expected, absolute: absolute, relative: relative, label,
+                   describe: describe, file: file, line: line)
+}
+
+/// `count` floats read from a pointer the model or the loss hands out.
+func values(_ pointer: UnsafePointer<Float>, count: Int) -> [Float] {
+    Array(UnsafeBufferPointer(start: pointer, count: count))
+}
+
+func architecture(_ spec: String, activation: Activation = .relu, output: Activation = .sigmoid) throws -> ModelArchitecture {
+    var config = ModelConfig()
+    config.spec = spec
+    config.activation = activation
+    config.outputActivation = output
+    return try ModelArchitecture(config)
+}
+
+/// Asserts that `body` throws a ConfigError whose message contains every one of `fragments`.
+func assertConfigError(_ fragments: [String], _ context: String, file: StaticString = #filePath, line: UInt = #line,
+                       _ body: () throws -> Void) {
+    do {
+        try body()
+        XCTFail("\(context): expected a ConfigError mentioning \(fragments), but nothing was thrown", file: file, line: line)
+    } catch let error as ConfigError {
+        for fragment in fragments where !error.description.contains(fragment) {
+            XCTFail("\(context): error \"\(error.description)\" does not mention \"\(fragment)\"", file: file, line: line)
+        }
+    } catch {
+        XCTFail("\(context): expected a ConfigError, got \(type(of: error)): \(error)", file: file, line: line)
+    }
+}

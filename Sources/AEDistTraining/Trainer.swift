@@ -143,7 +143,11 @@ public final class Trainer {
         let checkpointPath: String?
         switch resume {
         case .none: checkpointPath = nil
-        case .auto: checkpointPath = directory.latest
+        case .auto:
+            // Rank 0 picks the newest checkpoint that passes verification; every rank then reads that one.
+            let chosen = try comm.together { comm.isRoot ? try newestIntactCheckpoint() ?? "" : "" }
+            let agreed = try comm.broadcast(chosen)
+            checkpointPath = agreed.isEmpty ? nil : agreed
         case .path(let path): checkpointPath = path
         }
         if let checkpointPath {
@@ -184,6 +188,26 @@ public final class Trainer {
         try comm.broadcast(model.parameters)
         for (_, buffer) in optimizer.state { try comm.broadcast(buffer) }
         try comm.together { if comm.isRoot { try directory.rewriteMetrics(history) } }
+    }
+
+    /// `latest.h5`'s target, or when that is damaged (truncated, failed checksum, inconsistent) the newest
+    /// checkpoint that is intact, saying what was skipped. nil when the folder holds no checkpoint.
+    private func newestIntactCheckpoint() throws -> String? {
+        var candidates = directory.checkpointFiles.reversed().map { $0 }
+        if let latest = directory.latest {
+            candidates.removeAll { $0 == latest }
+            candidates.insert(latest, at: 0)
+        }
+        guard !candidates.isEmpty else { return nil }
+        for candidate in candidates {
+            do {
+                try Checkpoint.verify(candidate)
+                return candidate
+            } catch {
+                console.warning("skipping damaged checkpoint \(candidate): \(userMessage(error))")
+            }
+        }
+        throw RunFailure("no intact checkpoint in \(directory.path) (all \(candidates.count) failed verification); move them aside to start fresh")
     }
 
     // MARK: the loop

@@ -1,4 +1,5 @@
 import AEDistCore
+import AEDistIO
 import AEDistTraining
 import ArgumentParser
 import Foundation
@@ -15,8 +16,16 @@ struct InspectCommand: ParsableCommand {
     @Flag(help: "Print JSON for scripts instead of text.")
     var json = false
 
+    @Flag(help: "Check integrity instead: every tensor's Fletcher-32 checksum, shapes against the stored config, finite values, optimizer state present. Exit status 1 when the file is damaged.")
+    var verify = false
+
     func run() throws {
         do {
+            if verify {
+                let checkpoint = try Checkpoint.verify(file)
+                print("ok: \(file) is intact (\(checkpoint.layout.tensors.count) parameter tensors, \(checkpoint.optimizerState.count) optimizer states, epoch \(checkpoint.progress.epochsCompleted), step \(checkpoint.progress.globalStep))")
+                return
+            }
             let report = try CheckpointReport(path: file)
             print(json ? report.json() : report.text())
         } catch {

@@ -3,6 +3,7 @@
 
   checkpoint_tool.py check FILE           verify the documented layout; print "ok <n> tensors"
   checkpoint_tool.py compare A B          print the largest absolute difference over all parameter and optimizer tensors
+  checkpoint_tool.py flip FILE DATASET     flip one byte inside DATASET's first stored chunk (a silent disk error)
   checkpoint_tool.py make-data KIND FILE  write a data set the way h5py/numpy users do (KIND: float64, uint8-images,
                                           strings, nan, empty, tiny, wide)
 """
@@ -63,6 +64,18 @@ def compare(a, b):
         print(f"max_abs_diff {worst:.9g} bit_identical {identical}")
 
 
+def flip(path, dataset):
+    with h5py.File(path, "r") as f:
+        info = f[dataset].id.get_chunk_info(0)
+        where = info.byte_offset + info.size // 2
+    with open(path, "r+b") as raw:
+        raw.seek(where)
+        byte = raw.read(1)
+        raw.seek(where)
+        raw.write(bytes([byte[0] ^ 0x40]))
+    print(f"flipped byte {where}")
+
+
 def make_data(kind, path):
     rng = np.random.default_rng(0)
     with h5py.File(path, "w") as f:
@@ -95,6 +108,8 @@ if __name__ == "__main__":
         check(sys.argv[2])
     elif command == "compare" and len(sys.argv) == 4:
         compare(sys.argv[2], sys.argv[3])
+    elif command == "flip" and len(sys.argv) == 4:
+        flip(sys.argv[2], sys.argv[3])
     elif command == "make-data" and len(sys.argv) == 4:
         make_data(sys.argv[2], sys.argv[3])
     else:

@@ -191,6 +191,42 @@ public struct Checkpoint {
                           aedistVersion: try root.stringAttribute("aedist_version"))
     }
 
+    /// Reads every tensor (HDF5 checks each one's Fletcher-32 checksum on the way) and checks the file's internal
+    /// consistency: shapes against its own config, finite values, the optimizer state its optimizer needs, metrics
+    /// columns of one length. Throws the first problem, naming it.
+    @discardableResult
+    public static func verify(_ path: String) throws -> Checkpoint {
+        let checkpoint: Checkpoint
+        do { checkpoint = try read(from: path) } catch let error as HDF5Error {
+            throw HDF5Error(error.description.contains("Fletcher32") || error.description.contains("checksum")
+                            ? "\(error.description) — the file is corrupt" : error.description)
+        }
+        for tensor in checkpoint.layout.tensors {
+            let values = UnsafeBufferPointer(start: checkpoint.parameters.pointer + tensor.offset, count: tensor.count)
+            if let bad = values.firstIndex(where: { !$0.isFinite }) {
+                throw HDF5Error("\(path): parameters/\(tensor.path) holds a non-finite value (\(values[bad])) at index \(bad)")
+            }
+        }
+        let config = checkpoint.config.optimizer
+        guard checkpoint.optimizerName == config.kind.rawValue else {
+            throw HDF5Error("\(path): /optimizer says '\(checkpoint.optimizerName)' but its config says '\(config.kind.rawValue)'")
+        }
+        let stored = Set(checkpoint.optimizerState.map(\.name))
+        for name in Optimizer.stateNames(config) where !stored.contains(name) {
+            throw HDF5Error("\(path): optimizer state '\(name)' is missing (\(config.kind.rawValue) needs \(Optimizer.stateNames(config).joined(separator: ", ")))")
+        }
+        for (name, buffer) in checkpoint.optimizerState where buffer.buffer.contains(where: { !$0.isFinite }) {
+            throw HDF5Error("\(path): optimizer state '\(name)' holds non-finite values")
+        }
+        let file = try HDF5File.open(path)
+        for group in ["parameters", "optimizer"] {
+            for dataset in try file.root.group(group).allDatasets() where !dataset.hasChecksum {
+                throw HDF5Error("\(path): \(dataset.path) carries no Fletcher-32 checksum, so its integrity cannot be checked")
+            }
+        }
+        return checkpoint
+    }
+
     /// Fails with what is missing when `root` is not an aedist checkpoint.
     public static func requireFormat(_ root: HDF5Group, path: String) throws {
         guard root.hasAttribute("format"), (try? root.stringAttribute("format")) == formatName else {

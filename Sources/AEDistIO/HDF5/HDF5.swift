@@ -269,6 +269,15 @@ public final class HDF5Group: HDF5Object {
         return found
     }
 
+    /// Every dataset below this group.
+    public func allDatasets() throws -> [HDF5Dataset] {
+        var found: [HDF5Dataset] = []
+        for name in memberNames {
+            if isDataset(name) { found.append(try dataset(name)) } else if isGroup(name) { found += try group(name).allDatasets() }
+        }
+        return found
+    }
+
     public func dataset(_ path: String) throws -> HDF5Dataset {
         guard isDataset(path) else {
             let known = file.root.datasetPaths()

@@ -24,10 +24,11 @@ let package = Package(
         .target(name: "CMPI", dependencies: ["COpenMPI"], path: "Sources/Shims/CMPI"),
         .target(name: "CHDF5", dependencies: ["CHDF5Library"], path: "Sources/Shims/CHDF5"),
         .target(name: "CBLAS", dependencies: ["COpenBLAS"], path: "Sources/Shims/CBLAS"),
+        .target(name: "CSignals", path: "Sources/Shims/CSignals"),
 
         .target(name: "AEDistCore", dependencies: ["CBLAS"]),
         .target(name: "AEDistIO", dependencies: ["AEDistCore", "CMPI", "CHDF5"]),
-        .target(name: "AEDistTraining", dependencies: ["AEDistCore", "AEDistIO", .product(name: "Yams", package: "Yams")],
+        .target(name: "AEDistTraining", dependencies: ["AEDistCore", "AEDistIO", "CSignals", .product(name: "Yams", package: "Yams")],
                 resources: [.copy("Resources/mnist5k.h5")]),
         .executableTarget(name: "aedist", dependencies: [
             "AEDistTraining", .product(name: "ArgumentParser", package: "swift-argument-parser"),

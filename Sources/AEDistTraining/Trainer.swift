@@ -19,7 +19,24 @@ public enum ResumeRequest: Equatable, Sendable {
     }
 }
 
+/// Choices for one invocation that do not change what is trained (so they are not part of the stored config).
+public struct SessionOptions {
+    public var resume: ResumeRequest = .none
+    /// Wall-clock seconds this run may take before it checkpoints and stops (exit status 75).
+    public var timeLimit: TimeInterval?
+    /// What the time limit counts from: the process's start.
+    public var startTime: Date
+
+    public init(resume: ResumeRequest = .none, timeLimit: TimeInterval? = nil, startTime: Date = Date()) {
+        self.resume = resume
+        self.timeLimit = timeLimit
+        self.startTime = startTime
+    }
+}
+
 public struct TrainingSummary {
+    /// Set when the run stopped early with a checkpoint (signal or time limit): why.
+    public var stopReason: String?
     public var epochsCompleted: Int
     public var globalStep: Int
     public var finalTrainLoss: Double
@@ -39,6 +56,7 @@ public final class Trainer {
     let communicator: Communicator
     let console: Console
     let resume: ResumeRequest
+    let stopPolicy: StopPolicy
 
     let architecture: ModelArchitecture
     let model: Autoencoder
@@ -58,13 +76,15 @@ public final class Trainer {
     var priorWallTime: Double = 0
 
     /// Slots appended to the gradient buffer so one all-reduce per step also sums the step's statistics.
-    enum StepSlot: Int, CaseIterable { case lossSum, squaredErrorSum, sampleCount, failedRanks }
+    enum StepSlot: Int, CaseIterable { case lossSum, squaredErrorSum, sampleCount, failedRanks, ranksWantingToStop }
 
-    public init(config: TrainingConfig, communicator: Communicator, resume: ResumeRequest, console: Console) throws {
+    public init(config: TrainingConfig, communicator: Communicator, session: SessionOptions = SessionOptions(),
+                console: Console) throws {
         self.config = config
         self.communicator = communicator
         self.console = console
-        self.resume = resume
+        resume = session.resume
+        stopPolicy = StopPolicy(timeLimit: session.timeLimit, start: session.startTime)
         let comm = communicator
 
         architecture = try comm.together {
@@ -223,6 +243,8 @@ public final class Trainer {
             console.line("nothing to train: \(lastCheckpoint ?? "the checkpoint") is at epoch \(progress.epochsCompleted) and --epochs is \(epochs)")
             return summary(samplesPerSecond: history.last?.samplesPerSecond ?? 0)
         }
+        StopPolicy.catchSignals()
+        var stopReason: String?
 
         let prefetcher = BatchPrefetcher(source: trainSet, schedule: schedule, rank: comm.rank, size: comm.size,
                                          maxRows: maxRowsPerRank, startEpoch: progress.epochsCompleted,
@@ -240,6 +262,7 @@ public final class Trainer {
             var epochLoss = 0.0, epochSamples = 0
             let firstStep = progress.stepInEpoch
             for step in progress.stepInEpoch..<schedule.stepsPerEpoch {
+                let stepStart = Date()
                 gradients.fill(0)
                 var localError: Error?
                 do {
@@ -252,6 +275,8 @@ public final class Trainer {
                     localError = error
                     tail[StepSlot.failedRanks.rawValue] = 1
                 }
+                let localStopReason = stopPolicy.reason
+                if localStopReason != nil { tail[StepSlot.ranksWantingToStop.rawValue] = 1 }
                 try comm.allReduceSum(gradients.buffer)
                 if tail[StepSlot.failedRanks.rawValue] > 0 {
                     try comm.agreeOnFailure(localError)
@@ -275,15 +300,24 @@ public final class Trainer {
                 console.progress(String(format: "epoch %d/%d  step %d/%d  %@ %.4f  %.0f samples/s  ETA %.0fs", epoch + 1, epochs,
                                         step + 1, schedule.stepsPerEpoch, lossName, epochLoss / Double(max(epochSamples, 1)),
                                         Double(epochSamples) / max(elapsed, 1e-9), remaining))
-                if config.run.checkpointEvery > 0, progress.globalStep % config.run.checkpointEvery == 0,
-                   progress.stepInEpoch < schedule.stepsPerEpoch {
+                stopPolicy.recordStep(Date().timeIntervalSince(stepStart))
+                if tail[StepSlot.ranksWantingToStop.rawValue] > 0 && stopReason == nil {
+                    stopReason = localStopReason ?? "another rank was asked to stop"
+                }
+                let midEpoch = progress.stepInEpoch < schedule.stepsPerEpoch
+                if midEpoch, stopReason != nil || (config.run.checkpointEvery > 0 && progress.globalStep % config.run.checkpointEvery == 0) {
                     try saveCheckpoint(isBest: false)
+                }
+                if midEpoch, let stopReason {
+                    return summary(samplesPerSecond: Double(epochSamples) / max(Date().timeIntervalSince(epochStart), 1e-9), stopReason: stopReason)
                 }
             }
             let trainSeconds = Date().timeIntervalSince(epochStart)
             let rate = Double(epochSamples) / max(trainSeconds, 1e-9)
             epochRates.append(rate)
+            let validationStart = Date()
             let validation = try validate()
+            stopPolicy.recordValidation(Date().timeIntervalSince(validationStart))
             progress.epochsCompleted += 1
             progress.stepInEpoch = 0
             let metrics = EpochMetrics(epoch: progress.epochsCompleted, globalStep: progress.globalStep,
@@ -305,6 +339,7 @@ public final class Trainer {
             }
             line += String(format: "  %.0f samples/s  %.2fs", rate, trainSeconds)
             console.line(line)
+            if let stopReason { return summary(samplesPerSecond: rate, stopReason: stopReason) }
         }
         // The first epoch pays for warm-up (page faults, BLAS buffers): report the median of the rest.
         let steady = epochRates.count > 1 ? Array(epochRates.dropFirst()) : epochRates
@@ -349,6 +384,8 @@ public final class Trainer {
     }
 
     func saveCheckpoint(isBest: Bool) throws {
+        let started = Date()
+        defer { stopPolicy.recordCheckpoint(Date().timeIntervalSince(started)) }
         let comm = communicator
         let path: String? = try comm.together {
             guard comm.isRoot else { return nil }
@@ -361,8 +398,8 @@ public final class Trainer {
         lastCheckpoint = path ?? CheckpointDirectory.fileName(for: progress)
     }
 
-    private func summary(samplesPerSecond: Double) -> TrainingSummary {
-        TrainingSummary(epochsCompleted: progress.epochsCompleted, globalStep: progress.globalStep,
+    private func summary(samplesPerSecond: Double, stopReason: String? = nil) -> TrainingSummary {
+        TrainingSummary(stopReason: stopReason, epochsCompleted: progress.epochsCompleted, globalStep: progress.globalStep,
                         finalTrainLoss: history.last?.trainLoss ?? .nan, finalValLoss: history.last?.valLoss ?? .nan,
                         finalValMSE: history.last?.valMSE ?? .nan, samplesPerSecond: samplesPerSecond,
                         lastCheckpoint: communicator.isRoot ? directory.latest : nil,

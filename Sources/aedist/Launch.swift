@@ -3,6 +3,9 @@ import Foundation
 
 /// Process-level setup that must happen before anything else runs.
 enum Launch {
+    /// When this process started (after any re-execution): --time-limit counts from here.
+    nonisolated(unsafe) static var startTime = Date()
+
     /// The rank this process will have, read from the launcher's environment before MPI starts, so that a bad
     /// command line is reported once (by rank 0) rather than once per rank.
     static var rankFromEnvironment: Int {

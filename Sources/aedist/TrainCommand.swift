@@ -89,6 +89,10 @@ struct TrainCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Continue from a checkpoint: 'auto' (the folder's latest.h5, or start fresh if none) or a file.", valueName: "auto|path"))
     var resume: String?
 
+    // Batch jobs
+    @Option(help: ArgumentHelp("Wall-clock budget (3600, 90m, 12h, HH:MM:SS or Slurm's D-HH:MM:SS): checkpoint and exit with status 75 before it runs out, with a margin measured from the slowest step and checkpoint. SIGTERM, SIGUSR1 and SIGUSR2 do the same at the next step.", valueName: "duration"))
+    var timeLimit: String?
+
     // Machine
     @Option(help: ArgumentHelp("BLAS threads per rank (default: cores on the node / ranks on the node).", valueName: "n"))
     var blasThreads: Int?
@@ -130,6 +134,9 @@ struct TrainCommand: ParsableCommand {
         } catch let error as ConfigError {
             throw ValidationError(error.description)
         }
+        if let timeLimit, StopPolicy.parseDuration(timeLimit) == nil {
+            throw ValidationError("--time-limit '\(timeLimit)' is not a duration (e.g. 3600, 90m, 12h, 02:30:00, 1-12:00:00)")
+        }
         if let blasThreads, blasThreads < 1 { throw ValidationError("--blas-threads must be at least 1 (got \(blasThreads))") }
     }
 
@@ -144,9 +151,16 @@ struct TrainCommand: ParsableCommand {
         BLAS.flushDenormalsToZero()
         let console = Console(isRoot: world.isRoot)
         do {
-            let trainer = try Trainer(config: configuration, communicator: world, resume: ResumeRequest(resume), console: console)
+            let session = SessionOptions(resume: ResumeRequest(resume), timeLimit: timeLimit.flatMap(StopPolicy.parseDuration),
+                                         startTime: Launch.startTime)
+            let trainer = try Trainer(config: configuration, communicator: world, session: session, console: console)
             let summary = try trainer.run()
             let checksum = try trainer.verifyReplicasIdentical()
+            if let reason = summary.stopReason {
+                console.line("stopped early at step \(summary.globalStep) (\(reason)): checkpoint \(summary.lastCheckpoint ?? "written"); continue with --resume auto. Exit status \(StopPolicy.checkpointedExitCode) asks the batch system to re-queue.")
+                MPICommunicator.finalize()
+                Foundation.exit(StopPolicy.checkpointedExitCode)
+            }
             let lossName = configuration.loss.rawValue
             var line = "done: \(summary.epochsCompleted) epochs, \(summary.globalStep) steps"
             line += String(format: ", train %@ %.4f", lossName, summary.finalTrainLoss)

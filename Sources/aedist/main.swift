@@ -16,6 +16,7 @@ struct AEDist: ParsableCommand {
 }
 
 Launch.selectOptimizedBLASKernels()
+Launch.startTime = Date()
 setvbuf(stdout, nil, _IOLBF, 0)
 do {
     var command = try AEDist.parseAsRoot()

@@ -38,7 +38,7 @@ final class TrainerTests: XCTestCase {
     }
 
     func train(_ config: TrainingConfig, resume: ResumeRequest = .none) throws -> TrainingSummary {
-        let trainer = try Trainer(config: config, communicator: SingleProcess(), resume: resume, console: Console(isRoot: false))
+        let trainer = try Trainer(config: config, communicator: SingleProcess(), session: SessionOptions(resume: resume), console: Console(isRoot: false))
         return try trainer.run()
     }
 
@@ -67,6 +67,17 @@ final class TrainerTests: XCTestCase {
         bad.model.spec = "dense:20-4"
         XCTAssertThrowsError(try train(bad)) { error in
             XCTAssertTrue("\(error)".contains("16 values, but model 'dense:20-4' takes 20 inputs"), "\(error)")
+        }
+    }
+}
+
+final class StopPolicyTests: XCTestCase {
+    func testDurationsInTheFormsSchedulersAndPeopleWrite() {
+        let cases: [(String, Double?)] = [("3600", 3600), ("90s", 90), ("45m", 2700), ("12h", 43200), ("05:30", 330),
+                                          ("02:00:05", 7205), ("1-12:00:00", 129_600), ("2-03", 183_600), ("1-00:30", 88200),
+                                          ("soon", nil), ("", nil), ("-5", nil), ("1:2:3:4", nil), ("0", nil)]
+        for (text, expected) in cases {
+            XCTAssertEqual(StopPolicy.parseDuration(text), expected, text)
         }
     }
 }

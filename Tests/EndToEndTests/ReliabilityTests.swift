@@ -52,3 +52,72 @@ final class ReliabilityTests: XCTestCase {
         XCTAssertTrue(outcome.stderr.contains("no intact checkpoint"), outcome.stderr)
     }
 }
+
+/// Preemption: a scheduler's signal or the time limit stops every rank at the same step boundary with a checkpoint
+/// and exit status 75; `--resume auto` continues as if nothing happened.
+final class PreemptionTests: XCTestCase {
+    /// Small batches make enough steps to interrupt; the sample order is the same whatever happens.
+    let slowRun = ["train", "--batch-size", "8", "--epochs", "4"]
+
+    func startAndWaitForFirstCheckpoint(_ folder: String) throws -> (Process, String, String, Date) {
+        let started = Date()
+        let (process, out, err) = try Harness.start(Harness.mpirun, ["-n", "2", Harness.binary] + slowRun + ["--checkpoint-dir", folder])
+        while Harness.resolvedLink("\(folder)/latest.h5") == nil && process.isRunning && Date().timeIntervalSince(started) < 60 {
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+        return (process, out, err, started)
+    }
+
+    func testSIGUSR1ToMpirunCheckpointsAndTheResumedRunEqualsAnUninterruptedOne() throws {
+        let straight = Harness.temporaryDirectory(), interrupted = Harness.temporaryDirectory()
+        assertSucceeded(try Harness.aedist(ranks: 2, slowRun + ["--checkpoint-dir", straight]))
+
+        let (process, out, err, started) = try startAndWaitForFirstCheckpoint(interrupted)
+        XCTAssertTrue(process.isRunning, "finished before it could be interrupted")
+        kill(process.processIdentifier, SIGUSR1)
+        let stopped = Harness.finish(process, out, err, started: started, timeout: 60)
+        XCTAssertEqual(stopped.status, 75, "\(stopped)")
+        XCTAssertTrue(stopped.stdout.contains("stopped early at step"), stopped.stdout)
+        XCTAssertTrue(stopped.stdout.contains("received SIGUSR1"), stopped.stdout)
+        XCTAssertEqual(stopped.errorLines, [], "\(stopped)")
+
+        let resumed = try Harness.aedist(ranks: 2, slowRun + ["--checkpoint-dir", interrupted, "--resume", "auto"])
+        assertSucceeded(resumed)
+        let comparison = try Harness.python(["compare", "\(straight)/latest.h5", "\(interrupted)/latest.h5"])
+        XCTAssertTrue(comparison.stdout.contains("bit_identical True"), comparison.stdout)
+    }
+
+    /// srun and slurmstepd signal the ranks themselves, not a launcher.
+    func testSIGTERMToEveryRankCheckpoints() throws {
+        let folder = Harness.temporaryDirectory()
+        let (process, out, err, started) = try startAndWaitForFirstCheckpoint(folder)
+        let ranks = try Harness.run("/usr/bin/pgrep", ["-f", "\(Harness.binary) train .*--checkpoint-dir \(folder)"])
+        let pids = ranks.stdout.split(separator: "\n").compactMap { Int32($0) }.filter { $0 != process.processIdentifier }
+        XCTAssertEqual(pids.count, 2, ranks.stdout)
+        pids.forEach { kill($0, SIGTERM) }
+        let stopped = Harness.finish(process, out, err, started: started, timeout: 60)
+        XCTAssertEqual(stopped.status, 75, "\(stopped)")
+        XCTAssertTrue(stopped.stdout.contains("received SIGTERM"), stopped.stdout)
+        assertSucceeded(try Harness.aedist(ranks: nil, ["inspect", "--verify", "\(folder)/latest.h5"]))
+    }
+
+    func testTimeLimitStopsInTimeWithACheckpoint() throws {
+        let folder = Harness.temporaryDirectory()
+        let outcome = try Harness.aedist(ranks: 2, ["train", "--batch-size", "8", "--epochs", "1000", "--time-limit", "6",
+                                                    "--checkpoint-dir", folder], timeout: 60)
+        XCTAssertEqual(outcome.status, 75, "\(outcome)")
+        XCTAssertLessThan(outcome.seconds, 6.5, "overran its time limit")
+        XCTAssertTrue(outcome.stdout.contains("--time-limit of 0:00:06 is near"), outcome.stdout)
+        assertSucceeded(try Harness.aedist(ranks: nil, ["inspect", "--verify", "\(folder)/latest.h5"]))
+        let resumed = try Harness.aedist(ranks: 2, ["train", "--batch-size", "8", "--epochs", "1000", "--time-limit", "5",
+                                                    "--resume", "auto", "--checkpoint-dir", folder], timeout: 60)
+        XCTAssertEqual(resumed.status, 75, "\(resumed)")
+        XCTAssertTrue(resumed.stdout.contains("resumed from"), resumed.stdout)
+    }
+
+    func testBadTimeLimitIsRefused() throws {
+        let outcome = try Harness.aedist(ranks: nil, ["train", "--time-limit", "soon"])
+        XCTAssertEqual(outcome.status, 64, "\(outcome)")
+        XCTAssertTrue(outcome.stderr.contains("--time-limit 'soon' is not a duration"), outcome.stderr)
+    }
+}

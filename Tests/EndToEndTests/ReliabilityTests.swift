@@ -121,3 +121,30 @@ final class PreemptionTests: XCTestCase {
         XCTAssertTrue(outcome.stderr.contains("--time-limit 'soon' is not a duration"), outcome.stderr)
     }
 }
+
+/// The batch-job templates, run by bash as the scheduler would, with stand-ins for the scheduler's commands.
+final class BatchTemplateTests: XCTestCase {
+    func testSlurmTemplatePassesSIGUSR1OnAndRequeuesTheJob() throws {
+        let folder = Harness.temporaryDirectory()
+        let bin = "\(folder)/bin"
+        try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
+        let log = "\(folder)/scheduler.log"
+        for (name, body) in [("squeue", "echo 1:00:00"), ("scontrol", "echo \"scontrol $*\" >> \(log)")] {
+            try "#!/bin/sh\n\(body)\n".write(toFile: "\(bin)/\(name)", atomically: true, encoding: .utf8)
+            chmod("\(bin)/\(name)", 0o755)
+        }
+        let checkpoints = "\(folder)/checkpoints"
+        let script = "export PATH=\(bin):$PATH SLURM_JOB_ID=4242 SLURM_JOB_NAME=test AEDIST=\(Harness.binary) MPI_GRACE_SECONDS=1 "
+            + "ARGS='--batch-size 8 --epochs 1000' CHECKPOINTS=\(checkpoints); exec bash \(Harness.repositoryRoot)/scripts/slurm/aedist.sbatch"
+        let started = Date()
+        let (process, out, err) = try Harness.start("/bin/bash", ["-c", script])
+        while Harness.resolvedLink("\(checkpoints)/latest.h5") == nil && process.isRunning && Date().timeIntervalSince(started) < 60 {
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+        kill(process.processIdentifier, SIGUSR1)
+        let outcome = Harness.finish(process, out, err, started: started, timeout: 60)
+        XCTAssertEqual(outcome.status, 75, "\(outcome)")
+        XCTAssertTrue(outcome.stdout.contains("received SIGUSR1"), outcome.stdout)
+        XCTAssertEqual(try String(contentsOfFile: log, encoding: .utf8), "scontrol requeue 4242\n")
+    }
+}

@@ -30,14 +30,24 @@ public final class StopPolicy {
     /// worst), an epoch's validation, and a checkpoint, each at its slowest so far, doubled, plus a second.
     var safetyMargin: TimeInterval { 2 * slowestStep + slowestValidation + 2 * slowestCheckpoint + 1 }
 
-    /// Why this rank wants to stop now, or nil.
-    var reason: String? {
+    /// Why this rank wants to stop now, as a code that can be summed across ranks: the signal's number, or
+    /// `timeLimitCode`; 0 for no reason.
+    var reasonCode: Int32 {
         let signal = aedsig_received()
-        if signal != 0 { return "received \(Self.name(ofSignal: signal))" }
-        if let timeLimit, Date().timeIntervalSince(start) + safetyMargin >= timeLimit {
-            return String(format: "the --time-limit of %@ is near (%.1f s safety margin)", Self.format(timeLimit), safetyMargin)
+        if signal != 0 { return signal }
+        if let timeLimit, Date().timeIntervalSince(start) + safetyMargin >= timeLimit { return Self.timeLimitCode }
+        return 0
+    }
+
+    static let timeLimitCode: Int32 = 1000
+
+    /// Words for the codes ranks sent: the signal when all that sent one agree (schedulers signal every rank).
+    func describe(signalSum: Float, signalRanks: Float) -> String {
+        if signalRanks > 0 {
+            let average = Int32((signalSum / signalRanks).rounded())
+            return "received \(Self.name(ofSignal: average))"
         }
-        return nil
+        return String(format: "the --time-limit of %@ is near (%.1f s safety margin)", Self.format(timeLimit ?? 0), safetyMargin)
     }
 
     static func name(ofSignal signal: Int32) -> String {

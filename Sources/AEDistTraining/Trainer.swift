@@ -76,7 +76,11 @@ public final class Trainer {
     var priorWallTime: Double = 0
 
     /// Slots appended to the gradient buffer so one all-reduce per step also sums the step's statistics.
-    enum StepSlot: Int, CaseIterable { case lossSum, squaredErrorSum, sampleCount, failedRanks, ranksWantingToStop }
+    enum StepSlot: Int, CaseIterable {
+        case lossSum, squaredErrorSum, sampleCount, failedRanks
+        /// Ranks asking to stop, and of those that received a signal: how many and the sum of the signal numbers.
+        case ranksWantingToStop, signalRanks, signalSum
+    }
 
     public init(config: TrainingConfig, communicator: Communicator, session: SessionOptions = SessionOptions(),
                 console: Console) throws {
@@ -275,9 +279,15 @@ public final class Trainer {
                     localError = error
                     tail[StepSlot.failedRanks.rawValue] = 1
                 }
-                let localStopReason = stopPolicy.reason
-                if localStopReason != nil { tail[StepSlot.ranksWantingToStop.rawValue] = 1 }
-                try comm.allReduceSum(gradients.buffer)
+                let stopCode = stopPolicy.reasonCode
+                if stopCode != 0 {
+                    tail[StepSlot.ranksWantingToStop.rawValue] = 1
+                    if stopCode != StopPolicy.timeLimitCode {
+                        tail[StepSlot.signalRanks.rawValue] = 1
+                        tail[StepSlot.signalSum.rawValue] = Float(stopCode)
+                    }
+                }
+                try comm.allReduceGradients(gradients.buffer, step: progress.globalStep + 1)
                 if tail[StepSlot.failedRanks.rawValue] > 0 {
                     try comm.agreeOnFailure(localError)
                 }
@@ -302,7 +312,8 @@ public final class Trainer {
                                         Double(epochSamples) / max(elapsed, 1e-9), remaining))
                 stopPolicy.recordStep(Date().timeIntervalSince(stepStart))
                 if tail[StepSlot.ranksWantingToStop.rawValue] > 0 && stopReason == nil {
-                    stopReason = localStopReason ?? "another rank was asked to stop"
+                    stopReason = stopPolicy.describe(signalSum: tail[StepSlot.signalSum.rawValue],
+                                                     signalRanks: tail[StepSlot.signalRanks.rawValue])
                 }
                 let midEpoch = progress.stepInEpoch < schedule.stepsPerEpoch
                 if midEpoch, stopReason != nil || (config.run.checkpointEvery > 0 && progress.globalStep % config.run.checkpointEvery == 0) {

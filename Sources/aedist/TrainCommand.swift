@@ -93,6 +93,9 @@ struct TrainCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Wall-clock budget (3600, 90m, 12h, HH:MM:SS or Slurm's D-HH:MM:SS): checkpoint and exit with status 75 before it runs out, with a margin measured from the slowest step and checkpoint. SIGTERM, SIGUSR1 and SIGUSR2 do the same at the next step.", valueName: "duration"))
     var timeLimit: String?
 
+    @Option(help: ArgumentHelp("Abort the job when a collective (e.g. a step's all-reduce) waits longer than this many seconds: a rank died, was stopped, or is stuck in I/O (default: 600).", valueName: "seconds"))
+    var collectiveTimeout: Double?
+
     // Machine
     @Option(help: ArgumentHelp("BLAS threads per rank (default: cores on the node / ranks on the node).", valueName: "n"))
     var blasThreads: Int?
@@ -137,13 +140,16 @@ struct TrainCommand: ParsableCommand {
         if let timeLimit, StopPolicy.parseDuration(timeLimit) == nil {
             throw ValidationError("--time-limit '\(timeLimit)' is not a duration (e.g. 3600, 90m, 12h, 02:30:00, 1-12:00:00)")
         }
+        if let collectiveTimeout, !(collectiveTimeout > 0) {
+            throw ValidationError("--collective-timeout must be a positive number of seconds (got \(collectiveTimeout))")
+        }
         if let blasThreads, blasThreads < 1 { throw ValidationError("--blas-threads must be at least 1 (got \(blasThreads))") }
     }
 
     func run() throws {
         let configuration = try resolvedConfig()
         let world: MPICommunicator
-        do { world = try MPICommunicator.world() } catch {
+        do { world = try MPICommunicator.world(collectiveTimeout: collectiveTimeout ?? 600) } catch {
             FileHandle.standardError.write(Data("aedist: error: \(userMessage(error))\n".utf8))
             throw ExitCode.failure
         }

@@ -148,3 +148,32 @@ final class BatchTemplateTests: XCTestCase {
         XCTAssertEqual(try String(contentsOfFile: log, encoding: .utf8), "scontrol requeue 4242\n")
     }
 }
+
+/// A rank that stops answering must not leave the others waiting forever.
+final class WatchdogTests: XCTestCase {
+    func testStoppedRankIsNamedAndTheJobEnds() throws {
+        let folder = Harness.temporaryDirectory()
+        let started = Date()
+        let (process, out, err) = try Harness.start(Harness.mpirun, ["-n", "3", Harness.binary, "train", "--epochs", "100000",
+                                                                    "--collective-timeout", "3", "--checkpoint-dir", folder])
+        while Harness.resolvedLink("\(folder)/latest.h5") == nil && process.isRunning && Date().timeIntervalSince(started) < 60 {
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+        let ranks = try Harness.run("/usr/bin/pgrep", ["-f", "\(Harness.binary) train .*--checkpoint-dir \(folder)"])
+        let pids = ranks.stdout.split(separator: "\n").compactMap { Int32($0) }.filter { $0 != process.processIdentifier }
+        XCTAssertEqual(pids.count, 3, ranks.stdout)
+        let stoppedAt = Date()
+        kill(pids.last!, SIGSTOP)
+        let outcome = Harness.finish(process, out, err, started: started, timeout: 60)
+        defer { pids.forEach { kill($0, SIGKILL) } }
+        XCTAssertFalse(outcome.timedOut, "the job hung on a stopped rank\n\(outcome)")
+        XCTAssertNotEqual(outcome.status, 0, "\(outcome)")
+        XCTAssertLessThan(Date().timeIntervalSince(stoppedAt), 20, "took too long to notice")
+        XCTAssertEqual(outcome.errorLines.count, 1, "\(outcome)")
+        let message = outcome.errorLines.first ?? ""
+        XCTAssertTrue(message.contains("did not complete within 3 s"), message)
+        XCTAssertTrue(message.contains("of step") || message.contains("after step"), message)
+        XCTAssertTrue(message.contains("missing: 2") || message.contains("every rank arrived") || message.contains("an MPI_"), message)
+        assertSucceeded(try Harness.aedist(ranks: nil, ["inspect", "--verify", "\(folder)/latest.h5"]))
+    }
+}

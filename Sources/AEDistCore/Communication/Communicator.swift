@@ -11,10 +11,17 @@ public protocol Communicator: AnyObject {
     func allReduceMin(_ values: UnsafeMutableBufferPointer<Int64>) throws
     func broadcast(_ bytes: UnsafeMutableRawBufferPointer, root: Int) throws
     func allGather(_ value: UInt64) throws -> [UInt64]
+    /// The step's all-reduce (sum) of the gradient buffer. Implementations may note which ranks arrived, to say
+    /// who is missing when it never completes.
+    func allReduceGradients(_ values: UnsafeMutableBufferPointer<Float>, step: Int) throws
 }
 
 extension Communicator {
     public var isRoot: Bool { rank == 0 }
+
+    public func allReduceGradients(_ values: UnsafeMutableBufferPointer<Float>, step: Int) throws {
+        try allReduceSum(values)
+    }
 
     public func allReduceSum(_ values: inout [Double]) throws {
         try values.withUnsafeMutableBufferPointer { try allReduceSum($0) }

@@ -1,6 +1,7 @@
 #include "cmpi.h"
 #include <mpi.h>
 #include <limits.h>
+#include <stdlib.h>
 
 // MPI counts are int; larger buffers go in INT_MAX-sized pieces.
 #define CHUNKED(call_expr, type)                                                     \
@@ -65,3 +66,26 @@ void aedmpi_error_string(int code, char *buffer, int capacity) {
     if (capacity > 0) buffer[n > 0 ? n : 0] = 0;
 }
 double aedmpi_wtime(void) { return MPI_Wtime(); }
+
+// Point-to-point requests live on the heap until aedmpi_wait frees them.
+static int started(int rc, MPI_Request *handle, void **request) {
+    if (rc != MPI_SUCCESS) { free(handle); *request = NULL; return rc; }
+    *request = handle;
+    return MPI_SUCCESS;
+}
+int aedmpi_isend_int64(const int64_t *value, int destination, int tag, void **request) {
+    MPI_Request *handle = malloc(sizeof(MPI_Request));
+    if (!handle) return MPI_ERR_NO_MEM;
+    return started(MPI_Isend(value, 1, MPI_INT64_T, destination, tag, MPI_COMM_WORLD, handle), handle, request);
+}
+int aedmpi_irecv_int64(int64_t *value, int source, int tag, void **request) {
+    MPI_Request *handle = malloc(sizeof(MPI_Request));
+    if (!handle) return MPI_ERR_NO_MEM;
+    return started(MPI_Irecv(value, 1, MPI_INT64_T, source, tag, MPI_COMM_WORLD, handle), handle, request);
+}
+int aedmpi_wait(void *request) {
+    MPI_Request *handle = (MPI_Request *)request;
+    int rc = MPI_Wait(handle, MPI_STATUS_IGNORE);
+    free(handle);
+    return rc;
+}

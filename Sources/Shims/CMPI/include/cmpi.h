@@ -25,4 +25,10 @@ void aedmpi_abort(int exit_code);
 void aedmpi_error_string(int code, char *buffer, int capacity);
 double aedmpi_wtime(void);
 
+// Point-to-point notes that travel beside a blocking collective (arrival notices for the watchdog). Each returns an
+// MPI error code and an opaque request that aedmpi_wait completes and frees.
+int aedmpi_isend_int64(const int64_t *value, int destination, int tag, void **request);
+int aedmpi_irecv_int64(int64_t *value, int source, int tag, void **request);
+int aedmpi_wait(void *request);
+
 #endif

@@ -32,8 +32,12 @@ public struct CheckpointReport {
         let root = file.root
         try Checkpoint.requireFormat(root, path: path)
         self.path = path
-        resolvedPath = (path as NSString).resolvingSymlinksInPath
-        fileBytes = ((try? FileManager.default.attributesOfItem(atPath: resolvedPath))?[.size] as? NSNumber)?.intValue ?? 0
+        if let target = try? FileManager.default.destinationOfSymbolicLink(atPath: path) {
+            resolvedPath = target.hasPrefix("/") ? target : ((path as NSString).deletingLastPathComponent as NSString).appendingPathComponent(target)
+        } else {
+            resolvedPath = path
+        }
+        fileBytes = file.byteSize
         attributes = try ["format", "format_version", "aedist_version", "layout_hash", "world_size", "created"].compactMap { name in
             guard root.hasAttribute(name) else { return nil }
             if let text = try? root.stringAttribute(name) { return (name, text) }
@@ -54,7 +58,11 @@ public struct CheckpointReport {
         let preferred = ["epoch", "global_step", "samples_seen", "train_loss", "val_loss", "val_mse", "samples_per_sec", "wall_time_s", "lr"]
         metricColumns.sort { (preferred.firstIndex(of: $0) ?? 99, $0) < (preferred.firstIndex(of: $1) ?? 99, $1) }
         var metrics: [String: [Double]] = [:]
-        for name in metricColumns { metrics[name] = try metricsGroup.dataset(name).readDoubles() }
+        for name in metricColumns {
+            let dataset = try metricsGroup.dataset(name)
+            try dataset.requirePlausibleSize(bytesPerValue: 8)
+            metrics[name] = try dataset.readDoubles()
+        }
         self.metrics = metrics
 
         var tensors: [TensorSummary] = []
@@ -65,6 +73,10 @@ public struct CheckpointReport {
                     try walk(try group.group(name), prefix: path)
                 } else if group.isDataset(name) {
                     let dataset = try group.dataset(name)
+                    try dataset.requirePlausibleSize()
+                    guard dataset.elementKind.isNumeric else {
+                        throw HDF5Error("\(file.path):/\(path) holds \(dataset.elementKind) values; tensors are numbers")
+                    }
                     tensors.append(CheckpointReport.summarize(path: path, shape: dataset.shape,
                                                               values: try dataset.readDoubles(),
                                                               checksummed: dataset.hasChecksum))

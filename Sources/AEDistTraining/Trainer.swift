@@ -57,6 +57,7 @@ public final class Trainer {
     let console: Console
     let resume: ResumeRequest
     let stopPolicy: StopPolicy
+    let fault = FaultInjection.fromEnvironment()
 
     let architecture: ModelArchitecture
     let model: Autoencoder
@@ -270,6 +271,7 @@ public final class Trainer {
                 gradients.fill(0)
                 var localError: Error?
                 do {
+                    try fault?.apply(rank: comm.rank, step: progress.globalStep + 1, parameters: model.parameters)
                     let batch = try prefetcher.next()
                     let sums = computeGradients(rows: batch.rows, count: batch.count)
                     tail[StepSlot.lossSum.rawValue] = Float(sums.loss)
@@ -310,6 +312,9 @@ public final class Trainer {
                 console.progress(String(format: "epoch %d/%d  step %d/%d  %@ %.4f  %.0f samples/s  ETA %.0fs", epoch + 1, epochs,
                                         step + 1, schedule.stepsPerEpoch, lossName, epochLoss / Double(max(epochSamples, 1)),
                                         Double(epochSamples) / max(elapsed, 1e-9), remaining))
+                if config.run.driftCheckEvery > 0 && progress.globalStep % config.run.driftCheckEvery == 0 {
+                    _ = try verifyReplicasIdentical()
+                }
                 stopPolicy.recordStep(Date().timeIntervalSince(stepStart))
                 if tail[StepSlot.ranksWantingToStop.rawValue] > 0 && stopReason == nil {
                     stopReason = stopPolicy.describe(signalSum: tail[StepSlot.signalSum.rawValue],
@@ -423,7 +428,8 @@ public final class Trainer {
     public func verifyReplicasIdentical() throws -> UInt64 {
         let checksums = try communicator.allGather(model.parameters.bitChecksum)
         if let differing = checksums.firstIndex(where: { $0 != checksums[0] }) {
-            throw RunFailure("replica drift: rank \(differing)'s parameters differ from rank 0's (checksums \(String(checksums[differing], radix: 16)) vs \(String(checksums[0], radix: 16)))")
+            let drifted = checksums.indices.filter { checksums[$0] != checksums[0] }
+            throw RunFailure("replica drift at step \(progress.globalStep): the parameters of rank\(drifted.count == 1 ? "" : "s") \(drifted.map(String.init).joined(separator: ", ")) differ from rank 0's (checksum \(String(checksums[differing], radix: 16)) vs \(String(checksums[0], radix: 16))); the replicas no longer compute the same model, so training stops. \(lastCheckpoint.map { "The last good checkpoint is \($0)." } ?? "")")
         }
         return checksums[0]
     }

@@ -86,6 +86,8 @@ struct TrainCommand: ParsableCommand {
     var keep: Int?
     @Option(help: ArgumentHelp("Also checkpoint every N steps (default: 0, at epoch ends only).", valueName: "n"))
     var checkpointEvery: Int?
+    @Option(help: ArgumentHelp("Compare a checksum of every replica's parameters every N steps; a mismatch stops the run (default: 100; 0: only at the end).", valueName: "n"))
+    var driftCheckEvery: Int?
     @Option(help: ArgumentHelp("Continue from a checkpoint: 'auto' (the folder's latest.h5, or start fresh if none) or a file.", valueName: "auto|path"))
     var resume: String?
 
@@ -128,6 +130,7 @@ struct TrainCommand: ParsableCommand {
         if let checkpointDir { c.run.checkpointDir = checkpointDir }
         if let keep { c.run.keep = keep }
         if let checkpointEvery { c.run.checkpointEvery = checkpointEvery }
+        if let driftCheckEvery { c.run.driftCheckEvery = driftCheckEvery }
         return c
     }
 

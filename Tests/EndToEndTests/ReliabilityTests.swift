@@ -177,3 +177,90 @@ final class WatchdogTests: XCTestCase {
         assertSucceeded(try Harness.aedist(ranks: nil, ["inspect", "--verify", "\(folder)/latest.h5"]))
     }
 }
+
+/// Faults injected on one rank (AEDIST_FAULT, passed to the ranks with mpirun -x).
+final class FaultTests: XCTestCase {
+    func runWithFault(_ fault: String, _ arguments: [String]) throws -> Harness.Outcome {
+        var environment = Harness.environment
+        environment["AEDIST_FAULT"] = fault
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Harness.mpirun)
+        process.arguments = ["-x", "AEDIST_FAULT", "-n", "3", Harness.binary] + arguments
+        process.environment = environment
+        let folder = Harness.temporaryDirectory()
+        FileManager.default.createFile(atPath: "\(folder)/out", contents: nil)
+        FileManager.default.createFile(atPath: "\(folder)/err", contents: nil)
+        process.standardOutput = FileHandle(forWritingAtPath: "\(folder)/out")
+        process.standardError = FileHandle(forWritingAtPath: "\(folder)/err")
+        let started = Date()
+        try process.run()
+        return Harness.finish(process, "\(folder)/out", "\(folder)/err", started: started, timeout: 60)
+    }
+
+    func testAnErrorOnOneRankStopsEveryRankWithThatRanksMessage() throws {
+        let folder = Harness.temporaryDirectory()
+        let outcome = try runWithFault("error@1:20", ["train", "--epochs", "3", "--checkpoint-dir", folder])
+        XCTAssertFalse(outcome.timedOut, "\(outcome)")
+        XCTAssertEqual(outcome.status, 1, "\(outcome)")
+        XCTAssertEqual(outcome.errorLines, ["aedist: error: rank 1: injected fault: a data error on rank 1 at step 20"], "\(outcome)")
+        XCTAssertEqual(Harness.resolvedLink("\(folder)/latest.h5"), "ckpt-e0001-s0000016.h5")
+    }
+
+    func testReplicaDriftIsCaughtAtTheNextCheck() throws {
+        let folder = Harness.temporaryDirectory()
+        let outcome = try runWithFault("drift@2:20", ["train", "--epochs", "3", "--drift-check-every", "5", "--checkpoint-dir", folder])
+        XCTAssertEqual(outcome.status, 1, "\(outcome)")
+        XCTAssertEqual(outcome.errorLines.count, 1, "\(outcome)")
+        XCTAssertTrue(outcome.stderr.contains("replica drift at step 20: the parameters of rank 2 differ"), outcome.stderr)
+    }
+
+    func testACrashedRankEndsTheJob() throws {
+        let folder = Harness.temporaryDirectory()
+        let outcome = try runWithFault("crash@1:20", ["train", "--epochs", "3", "--checkpoint-dir", folder])
+        XCTAssertFalse(outcome.timedOut, "\(outcome)")
+        XCTAssertNotEqual(outcome.status, 0, "\(outcome)")
+        assertSucceeded(try Harness.aedist(ranks: nil, ["inspect", "--verify", "\(folder)/latest.h5"]))
+    }
+}
+
+/// Files aedist did not write, or that were damaged on purpose, are refused with a message before any large
+/// allocation; nothing in a checkpoint is ever executed.
+final class UntrustedFileTests: XCTestCase {
+    func tampered(_ kind: String) throws -> String {
+        let folder = Harness.temporaryDirectory()
+        assertSucceeded(try Harness.aedist(ranks: nil, ["train", "--epochs", "1", "--checkpoint-dir", folder]))
+        let path = "\(folder)/latest.h5"
+        assertSucceeded(try Harness.python(["tamper", kind, path]))
+        return path
+    }
+
+    func expectRefusal(_ path: String, mentioning fragment: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        for arguments in [["inspect", "--verify", path], ["train", "--resume", path, "--checkpoint-dir", Harness.temporaryDirectory()]] {
+            let outcome = try Harness.aedist(ranks: nil, arguments, timeout: 30)
+            XCTAssertEqual(outcome.status, 1, "\(arguments)\n\(outcome)", file: file, line: line)
+            XCTAssertEqual(outcome.errorLines.count, 1, "\(outcome)", file: file, line: line)
+            XCTAssertTrue(outcome.stderr.contains(fragment), "expected '\(fragment)'\n\(outcome)", file: file, line: line)
+            XCTAssertLessThan(outcome.seconds, 10, file: file, line: line)
+        }
+    }
+
+    func testTensorDeclaringTenBillionValues() throws {
+        let path = try tampered("huge-tensor")
+        try expectRefusal(path, mentioning: "100000×100000")
+        let inspect = try Harness.aedist(ranks: nil, ["inspect", path], timeout: 30)
+        XCTAssertEqual(inspect.status, 1, "\(inspect)")
+        XCTAssertTrue(inspect.stderr.contains("refusing to read it"), inspect.stderr)
+    }
+
+    func testConfigDescribingAnAbsurdModel() throws {
+        try expectRefusal(try tampered("huge-model"), mentioning: "more than 4294967296 parameters (16 GiB)")
+    }
+
+    func testStringsWhereFloatsBelong() throws {
+        try expectRefusal(try tampered("string-tensor"), mentioning: "parameters/encoder.0/bias holds string values")
+    }
+
+    func testMissingOptimizerGroup() throws {
+        try expectRefusal(try tampered("missing-optimizer"), mentioning: "incomplete aedist checkpoint: missing optimizer")
+    }
+}

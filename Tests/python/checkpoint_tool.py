@@ -4,6 +4,8 @@
   checkpoint_tool.py check FILE           verify the documented layout; print "ok <n> tensors"
   checkpoint_tool.py compare A B          print the largest absolute difference over all parameter and optimizer tensors
   checkpoint_tool.py flip FILE DATASET     flip one byte inside DATASET's first stored chunk (a silent disk error)
+  checkpoint_tool.py tamper KIND FILE      damage a checkpoint the way a hostile or broken writer would (KIND:
+                                          huge-tensor, huge-model, string-tensor, missing-optimizer)
   checkpoint_tool.py make-data KIND FILE  write a data set the way h5py/numpy users do (KIND: float64, uint8-images,
                                           strings, nan, empty, tiny, wide)
 """
@@ -76,6 +78,25 @@ def flip(path, dataset):
     print(f"flipped byte {where}")
 
 
+def tamper(kind, path):
+    with h5py.File(path, "r+") as f:
+        if kind == "huge-tensor":
+            # Declares 10^10 values but stores none: chunked storage reads back its fill value.
+            del f["parameters/encoder.0/weight"]
+            f.create_dataset("parameters/encoder.0/weight", shape=(100000, 100000), dtype=np.float32, chunks=(100, 100))
+        elif kind == "huge-model":
+            config = json.loads(f.attrs["config"])
+            config["model"]["spec"] = "dense:1000000000-1000000000"
+            f.attrs["config"] = json.dumps(config)
+        elif kind == "string-tensor":
+            del f["parameters/encoder.0/bias"]
+            f["parameters/encoder.0/bias"] = np.array([b"x"] * 32)
+        elif kind == "missing-optimizer":
+            del f["optimizer"]
+        else:
+            sys.exit(f"unknown kind {kind}")
+
+
 def make_data(kind, path):
     rng = np.random.default_rng(0)
     with h5py.File(path, "w") as f:
@@ -110,6 +131,8 @@ if __name__ == "__main__":
         compare(sys.argv[2], sys.argv[3])
     elif command == "flip" and len(sys.argv) == 4:
         flip(sys.argv[2], sys.argv[3])
+    elif command == "tamper" and len(sys.argv) == 4:
+        tamper(sys.argv[2], sys.argv[3])
     elif command == "make-data" and len(sys.argv) == 4:
         make_data(sys.argv[2], sys.argv[3])
     else:

@@ -82,6 +82,7 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
         if let scale = data.scale, !(scale.isFinite && scale > 0) { try fail("--scale must be a positive number (got \(scale))") }
         if run.keep < 1 { try fail("--keep must be at least 1 (got \(run.keep))") }
         if run.checkpointEvery < 0 { try fail("--checkpoint-every must be 0 (epoch ends only) or more steps") }
+        if run.driftCheckEvery < 0 { try fail("--drift-check-every must be 0 (at the end only) or more steps") }
         if run.checkpointDir.isEmpty { try fail("--checkpoint-dir must not be empty") }
     }
 }
@@ -231,12 +232,14 @@ public struct RunConfig: Codable, Equatable, Sendable {
     public var keep = 3
     /// Also checkpoint every this many steps (0: at the end of each epoch only).
     public var checkpointEvery = 0
+    /// Compare a checksum of every replica's parameters every this many steps (0: only at the end).
+    public var driftCheckEvery = 100
 
     public init() {}
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case keep
-        case checkpointDir = "checkpoint_dir", checkpointEvery = "checkpoint_every"
+        case checkpointDir = "checkpoint_dir", checkpointEvery = "checkpoint_every", driftCheckEvery = "drift_check_every"
     }
 
     public init(from decoder: Decoder) throws {
@@ -244,6 +247,7 @@ public struct RunConfig: Codable, Equatable, Sendable {
         checkpointDir = try c.decodeIfPresent(String.self, forKey: .checkpointDir) ?? checkpointDir
         keep = try c.decodeIfPresent(Int.self, forKey: .keep) ?? keep
         checkpointEvery = try c.decodeIfPresent(Int.self, forKey: .checkpointEvery) ?? checkpointEvery
+        driftCheckEvery = try c.decodeIfPresent(Int.self, forKey: .driftCheckEvery) ?? driftCheckEvery
     }
 }
 

@@ -59,7 +59,19 @@ public struct ModelArchitecture: Equatable, Sendable {
         }
         self.layers = layers
         encoderDepth = widths.count - 1
+        // A spec may come from an untrusted file: refuse absurd sizes before anything is allocated.
+        var total = 0
+        for layer in layers {
+            let (weights, overflow) = layer.inputSize.multipliedReportingOverflow(by: layer.outputSize)
+            guard !overflow, total <= Self.maxParameters - weights - layer.outputSize else {
+                throw fail("more than \(Self.maxParameters) parameters (\((Self.maxParameters * 4) >> 30) GiB), aedist's limit")
+            }
+            total += weights + layer.outputSize
+        }
     }
+
+    /// 2³² float32 parameters (16 GiB), far beyond any autoencoder but small enough to fail before allocating.
+    public static let maxParameters = 1 << 32
 
     /// Every parameter tensor in buffer order: the layout that checkpoints store and ranks compare.
     public var parameterLayout: ParameterLayout {

@@ -154,7 +154,14 @@ public struct Checkpoint {
         do { config = try TrainingConfig.fromJSON(configText) } catch {
             throw HDF5Error("\(path): its 'config' attribute is not a valid aedist configuration (\(error))")
         }
-        let layout = try ModelArchitecture(config.model).parameterLayout
+        let layout: ParameterLayout
+        do { layout = try ModelArchitecture(config.model).parameterLayout } catch {
+            throw HDF5Error("\(path): its config describes an unusable model: \(userMessage(error))")
+        }
+        let fileBytes = file.byteSize
+        guard layout.totalCount * 4 <= fileBytes else {
+            throw HDF5Error("\(path): its config describes \(layout.totalCount) parameters, more than its \(fileBytes) bytes can hold; the file is damaged or not made by aedist")
+        }
         let storedHash = try root.stringAttribute("layout_hash")
         guard storedHash == layout.hash else {
             throw HDF5Error("\(path): its layout_hash \(storedHash) does not match its own config's model (\(layout.hash)); the file is inconsistent")
@@ -176,7 +183,11 @@ public struct Checkpoint {
         progress.samplesSeen = Int(try progressGroup.integerAttribute("samples_seen"))
 
         let metricsGroup = try root.group("metrics")
-        func column(_ name: String) throws -> [Double] { try metricsGroup.dataset(name).readDoubles() }
+        func column(_ name: String) throws -> [Double] {
+            let dataset = try metricsGroup.dataset(name)
+            try dataset.requirePlausibleSize(bytesPerValue: 8)
+            return try dataset.readDoubles()
+        }
         let epochs = try column("epoch")
         let columns = try ["global_step", "samples_seen", "train_loss", "val_loss", "val_mse", "samples_per_sec", "wall_time_s", "lr"].map(column)
         guard columns.allSatisfy({ $0.count == epochs.count }) else { throw HDF5Error("\(path): metrics columns differ in length") }
@@ -248,6 +259,9 @@ public struct Checkpoint {
         let buffer = FlatBuffer(count: layout.totalCount)
         for tensor in layout.tensors {
             let dataset = try group.dataset(tensor.path)
+            guard dataset.elementKind.isNumeric else {
+                throw HDF5Error("\(group.location)/\(tensor.path) holds \(dataset.elementKind) values; parameters are float32")
+            }
             guard dataset.shape == tensor.shape else {
                 throw HDF5Error("\(group.location)/\(tensor.path) has shape \(SampleSet.describe(dataset.shape)); the model needs \(SampleSet.describe(tensor.shape))")
             }

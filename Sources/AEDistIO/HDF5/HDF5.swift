@@ -55,6 +55,12 @@ public final class HDF5File {
 
     public var root: HDF5Group { HDF5Group(file: self, id: id, path: "/", owned: false) }
 
+    /// The file's size in bytes (through symbolic links such as latest.h5).
+    public var byteSize: Int {
+        var status = stat()
+        return stat(path, &status) == 0 ? Int(status.st_size) : 0
+    }
+
     /// Flushes and closes; errors here mean the data may not be on disk.
     public func close() throws {
         guard isOpen else { return }
@@ -379,7 +385,17 @@ public final class HDF5Dataset: HDF5Object {
         super.init(file: file, id: id, path: path, owned: owned)
     }
 
-    public var count: Int { shape.reduce(1, *) }
+    public var count: Int { shape.reduce(1) { $0.multipliedReportingOverflow(by: $1).overflow ? .max : $0 * $1 } }
+
+    /// Refuses a dataset that declares far more values than its file could hold uncompressed: a damaged or hostile
+    /// file must be rejected before its declared size is allocated.
+    public func requirePlausibleSize(bytesPerValue: Int = 4) throws {
+        let fileBytes = file.byteSize
+        let (declared, overflow) = count.multipliedReportingOverflow(by: bytesPerValue)
+        guard !overflow, declared <= 64 * fileBytes + (1 << 20) else {
+            throw HDF5Error("\(location) declares \(shape.map(String.init).joined(separator: "×")) values, far more than the \(fileBytes)-byte file can hold; refusing to read it (damaged or not made by aedist)")
+        }
+    }
 
     /// Whether the dataset's storage carries a Fletcher-32 checksum filter.
     public var hasChecksum: Bool {

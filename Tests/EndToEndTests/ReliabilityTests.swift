@@ -264,3 +264,28 @@ final class UntrustedFileTests: XCTestCase {
         try expectRefusal(try tampered("missing-optimizer"), mentioning: "incomplete aedist checkpoint: missing optimizer")
     }
 }
+
+/// A full disk during a checkpoint stops training with a message and leaves the earlier checkpoints intact.
+final class DiskFullTests: XCTestCase {
+    func testFullDiskDuringACheckpointKeepsTheEarlierOne() throws {
+        let folder = Harness.temporaryDirectory() + "/small-disk"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        // Room for one checkpoint of this model (≈ 670 KiB with Adam's state) and not for a second.
+        let mount = try Harness.run("/bin/mount", ["-t", "tmpfs", "-o", "size=1000k", "tmpfs", folder])
+        guard mount.status == 0 else {
+            throw XCTSkip("cannot mount a small tmpfs here (needs root): \(mount.stderr)")
+        }
+        defer { _ = try? Harness.run("/bin/umount", [folder]) }
+        let outcome = try Harness.aedist(ranks: 2, ["train", "--epochs", "3", "--keep", "5", "--checkpoint-dir", folder], timeout: 60)
+        XCTAssertFalse(outcome.timedOut, "\(outcome)")
+        XCTAssertEqual(outcome.status, 1, "\(outcome)")
+        XCTAssertEqual(outcome.errorLines.count, 1, "\(outcome)")
+        let message = outcome.errorLines.first ?? ""
+        XCTAssertTrue(message.contains("cannot write checkpoint \(folder)/ckpt-e0002-s0000032.h5"), message)
+        XCTAssertTrue(message.contains("earlier checkpoints are intact"), message)
+        XCTAssertEqual(Harness.resolvedLink("\(folder)/latest.h5"), "ckpt-e0001-s0000016.h5")
+        assertSucceeded(try Harness.aedist(ranks: nil, ["inspect", "--verify", "\(folder)/latest.h5"]))
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: folder).filter { $0.hasPrefix(".") }
+        XCTAssertEqual(leftovers, [], "a partial temporary file was left on the full disk")
+    }
+}

@@ -12,6 +12,9 @@ public struct HDF5Error: UserFacingError {
 /// the requested native type (HDF5 converts uint8, int and float64 data on the fly).
 enum HDF5Library {
     static let ready: Void = {
+        // HDF5's exit-time cleanup retries closing files whose close already failed (a full disk) and crashes in
+        // 1.10; aedist closes what it opens, so it turns that cleanup off.
+        H5dont_atexit()
         H5open()
         aedh5_silence_errors()
     }()
@@ -65,9 +68,14 @@ public final class HDF5File {
     public func close() throws {
         guard isOpen else { return }
         isOpen = false
+        errno = 0
         let flushed = H5Fflush(id, H5F_SCOPE_GLOBAL)
+        let systemError = errno
         let closed = H5Fclose(id)
-        if flushed < 0 || closed < 0 { throw HDF5Error("\(path): writing the file failed\(HDF5Library.reason())") }
+        if flushed < 0 || closed < 0 {
+            let cause = systemError != 0 ? " (\(String(cString: strerror(systemError))))" : HDF5Library.reason()
+            throw HDF5Error("\(path): writing the file failed\(cause)")
+        }
     }
 
     deinit { if isOpen { H5Fclose(id) } }

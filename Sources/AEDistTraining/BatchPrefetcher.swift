@@ -15,6 +15,7 @@ final class BatchPrefetcher {
     private let schedule: BatchSchedule
     private let rank: Int
     private let size: Int
+    private let microBatch: Int?
     private let slots: [FlatBuffer]
     private let rowIndices: [UnsafeMutableBufferPointer<Int32>]
     private var results: [Result<Int, Error>] = [.success(0), .success(0)]
@@ -29,9 +30,11 @@ final class BatchPrefetcher {
     private var holdsSlot = false
 
     /// Prefetches steps from (`startEpoch`, `startStep`) up to the end of epoch `endEpoch - 1`.
+    /// - Parameter microBatch: in deterministic mode, the rank's share is whole micro-batches, each sorted on its own.
     init(source: SampleSet, schedule: BatchSchedule, rank: Int, size: Int, maxRows: Int, startEpoch: Int,
-         startStep: Int, endEpoch: Int) {
+         startStep: Int, endEpoch: Int, microBatch: Int? = nil) {
         self.source = source
+        self.microBatch = microBatch
         self.schedule = schedule
         self.rank = rank
         self.size = size
@@ -77,11 +80,17 @@ final class BatchPrefetcher {
     /// Gathers this rank's rows of global batch `step`, in ascending row order: the order within a slice does not
     /// change the summed gradient's meaning, and ascending rows make one HDF5 read of few hyperslabs.
     private func fill(slot: Int, order: [Int32], step: Int) throws -> Int {
-        let mine = BatchSchedule.slice(of: schedule.globalBatch(step: step), rank: rank, size: size)
-        var indices = UnsafeMutableBufferPointer(rebasing: rowIndices[slot][0..<mine.count])
+        let batch = schedule.globalBatch(step: step)
+        let mine = microBatch.map { BatchSchedule.slice(of: batch, rank: rank, size: size, microBatch: $0) }
+            ?? BatchSchedule.slice(of: batch, rank: rank, size: size)
+        let indices = UnsafeMutableBufferPointer(rebasing: rowIndices[slot][0..<mine.count])
         for (target, position) in mine.enumerated() { indices[target] = order[position] }
-        indices.sort()
-        try source.gather(rows: UnsafeBufferPointer(indices), into: slots[slot].pointer)
+        let sortedRun = microBatch ?? max(mine.count, 1)
+        for start in stride(from: 0, to: mine.count, by: sortedRun) {
+            var run = UnsafeMutableBufferPointer(rebasing: indices[start..<min(start + sortedRun, mine.count)])
+            run.sort()
+            try source.gather(rows: UnsafeBufferPointer(run), into: slots[slot].pointer + start * source.rowWidth)
+        }
         return mine.count
     }
 

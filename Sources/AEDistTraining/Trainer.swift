@@ -69,6 +69,8 @@ public final class Trainer {
     let maxRowsPerRank: Int
     /// Rows for validation forward passes (the prefetcher owns the training rows).
     let validationRows: FlatBuffer
+    /// Set in deterministic mode: exact sums of fixed micro-batches' gradients.
+    let exactSum: ExactGradientSum?
 
     var progress = TrainingProgress()
     var history: [EpochMetrics] = []
@@ -117,11 +119,15 @@ public final class Trainer {
 
         schedule = BatchSchedule(sampleCount: train.rowCount, globalBatchSize: config.schedule.batchSize,
                                  seed: config.schedule.seed)
+        let microBatch = config.schedule.deterministic ? config.schedule.microBatch : nil
         maxRowsPerRank = BatchSchedule.maxSliceCount(globalBatchSize: min(config.schedule.batchSize, train.rowCount),
-                                                     size: comm.size)
+                                                     size: comm.size, microBatch: microBatch)
         model = Autoencoder(architecture: architecture, maxBatch: maxRowsPerRank, gradientTail: StepSlot.allCases.count)
         optimizer = Optimizer(config: config.optimizer, parameterCount: model.layout.totalCount)
         validationRows = FlatBuffer(count: maxRowsPerRank * architecture.inputSize)
+        let parameterCount = model.layout.totalCount, rows = maxRowsPerRank
+        exactSum = microBatch.map { ExactGradientSum(parameterCount: parameterCount,
+                                                     maxMicroBatchesPerRank: (rows + $0 - 1) / $0) }
 
         try restoreOrInitialize()
     }
@@ -253,7 +259,8 @@ public final class Trainer {
 
         let prefetcher = BatchPrefetcher(source: trainSet, schedule: schedule, rank: comm.rank, size: comm.size,
                                          maxRows: maxRowsPerRank, startEpoch: progress.epochsCompleted,
-                                         startStep: progress.stepInEpoch, endEpoch: epochs)
+                                         startStep: progress.stepInEpoch, endEpoch: epochs,
+                                         microBatch: exactSum == nil ? nil : config.schedule.microBatch)
         defer { prefetcher.stop() }
         let parameterCount = model.layout.totalCount
         let gradients = model.gradients
@@ -273,7 +280,8 @@ public final class Trainer {
                 do {
                     try fault?.apply(rank: comm.rank, step: progress.globalStep + 1, parameters: model.parameters)
                     let batch = try prefetcher.next()
-                    let sums = computeGradients(rows: batch.rows, count: batch.count)
+                    let sums = exactSum == nil ? computeGradients(rows: batch.rows, count: batch.count)
+                        : computeMicroBatchGradients(rows: batch.rows, count: batch.count)
                     tail[StepSlot.lossSum.rawValue] = Float(sums.loss)
                     tail[StepSlot.squaredErrorSum.rawValue] = Float(sums.squaredError)
                     tail[StepSlot.sampleCount.rawValue] = Float(batch.count)
@@ -289,11 +297,20 @@ public final class Trainer {
                         tail[StepSlot.signalSum.rawValue] = Float(stopCode)
                     }
                 }
-                try comm.allReduceGradients(gradients.buffer, step: progress.globalStep + 1)
+                // One all-reduce carries the gradients and the step's statistics; in deterministic mode it carries
+                // only the statistics and the gradients follow as an exact sum.
+                let reduced = exactSum == nil ? gradients.buffer
+                    : UnsafeMutableBufferPointer(start: tail, count: StepSlot.allCases.count)
+                try comm.allReduceGradients(reduced, step: progress.globalStep + 1)
                 if tail[StepSlot.failedRanks.rawValue] > 0 {
                     try comm.agreeOnFailure(localError)
                 }
                 let globalCount = Int(tail[StepSlot.sampleCount.rawValue].rounded())
+                if let exactSum {
+                    let microBatches = (globalCount + config.schedule.microBatch - 1) / config.schedule.microBatch
+                    try exactSum.reduce(into: gradients, totalMicroBatches: microBatches, step: progress.globalStep + 1,
+                                        communicator: comm)
+                }
                 let stepLoss = Double(tail[StepSlot.lossSum.rawValue]) / Double(max(globalCount, 1))
                 guard stepLoss.isFinite else {
                     throw RunFailure("the training loss became \(stepLoss) at epoch \(epoch + 1), step \(step + 1) (global step \(progress.globalStep + 1)); try a smaller --lr. \(lastCheckpoint.map { "The last good checkpoint is \($0)." } ?? "No checkpoint was written.")")
@@ -371,6 +388,22 @@ public final class Trainer {
                                  gradient: model.outputGradient)
         model.backward(input: rows, batch: count)
         return sums
+    }
+
+    /// Deterministic mode: each micro-batch's gradient on its own, kept for the exact sum.
+    func computeMicroBatchGradients(rows: UnsafePointer<Float>, count: Int) -> Loss.Sums {
+        guard let exactSum else { return computeGradients(rows: rows, count: count) }
+        exactSum.reset()
+        var total = Loss.Sums()
+        let microBatch = config.schedule.microBatch
+        for start in stride(from: 0, to: count, by: microBatch) {
+            model.gradients.pointer.update(repeating: 0, count: exactSum.parameterCount)
+            let sums = computeGradients(rows: rows + start * architecture.inputSize, count: min(microBatch, count - start))
+            exactSum.store(model.gradients)
+            total.loss += sums.loss
+            total.squaredError += sums.squaredError
+        }
+        return total
     }
 
     /// Mean loss and MSE over the whole validation set, each rank evaluating a contiguous share.

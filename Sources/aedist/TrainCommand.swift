@@ -78,6 +78,10 @@ struct TrainCommand: ParsableCommand {
     var batchSize: Int?
     @Option(help: ArgumentHelp("Seed for initialisation and shuffling (default: 0).", valueName: "n"))
     var seed: UInt64?
+    @Flag(help: "Bit-identical parameters whatever the number of ranks, and across any stop and resume: gradients of fixed micro-batches are summed exactly (fixed-point integers); one BLAS thread per rank.")
+    var deterministic = false
+    @Option(help: ArgumentHelp("Samples per micro-batch with --deterministic (default: 16).", valueName: "n"))
+    var microBatch: Int?
 
     // Checkpoints
     @Option(help: ArgumentHelp("Folder for checkpoints and metrics.csv (default: checkpoints).", valueName: "dir"))
@@ -127,6 +131,8 @@ struct TrainCommand: ParsableCommand {
         if let epochs { c.schedule.epochs = epochs }
         if let batchSize { c.schedule.batchSize = batchSize }
         if let seed { c.schedule.seed = seed }
+        if deterministic { c.schedule.deterministic = true }
+        if let microBatch { c.schedule.microBatch = microBatch }
         if let checkpointDir { c.run.checkpointDir = checkpointDir }
         if let keep { c.run.keep = keep }
         if let checkpointEvery { c.run.checkpointEvery = checkpointEvery }
@@ -156,7 +162,9 @@ struct TrainCommand: ParsableCommand {
             FileHandle.standardError.write(Data("aedist: error: \(userMessage(error))\n".utf8))
             throw ExitCode.failure
         }
-        Launch.configureBLASThreads(ranksOnThisNode: world.localSize, requested: blasThreads)
+        // Deterministic mode needs the same BLAS arithmetic on every rank count: one thread.
+        Launch.configureBLASThreads(ranksOnThisNode: world.localSize,
+                                    requested: configuration.schedule.deterministic ? 1 : blasThreads)
         BLAS.flushDenormalsToZero()
         let console = Console(isRoot: world.isRoot)
         do {

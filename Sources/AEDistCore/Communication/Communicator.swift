@@ -9,6 +9,8 @@ public protocol Communicator: AnyObject {
     func allReduceSum(_ values: UnsafeMutableBufferPointer<Double>) throws
     func allReduceMax(_ values: UnsafeMutableBufferPointer<Double>) throws
     func allReduceMin(_ values: UnsafeMutableBufferPointer<Int64>) throws
+    /// Integer sums are exact, so their result does not depend on the order ranks are combined in.
+    func allReduceSum(_ values: UnsafeMutableBufferPointer<Int64>) throws
     func broadcast(_ bytes: UnsafeMutableRawBufferPointer, root: Int) throws
     func allGather(_ value: UInt64) throws -> [UInt64]
     /// The step's all-reduce (sum) of the gradient buffer. Implementations may note which ranks arrived, to say
@@ -55,6 +57,7 @@ public final class SingleProcess: Communicator {
     public func allReduceSum(_ values: UnsafeMutableBufferPointer<Double>) throws {}
     public func allReduceMax(_ values: UnsafeMutableBufferPointer<Double>) throws {}
     public func allReduceMin(_ values: UnsafeMutableBufferPointer<Int64>) throws {}
+    public func allReduceSum(_ values: UnsafeMutableBufferPointer<Int64>) throws {}
     public func broadcast(_ bytes: UnsafeMutableRawBufferPointer, root: Int) throws {}
     public func allGather(_ value: UInt64) throws -> [UInt64] { [value] }
 }

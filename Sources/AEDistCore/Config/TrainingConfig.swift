@@ -60,6 +60,7 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
             try fail("--loss bce needs a sigmoid output (--output-activation sigmoid); the model's output is \(architecture.outputActivation.rawValue)")
         }
         if schedule.batchSize < 1 { try fail("--batch-size must be at least 1 (got \(schedule.batchSize))") }
+        if schedule.microBatch < 1 { try fail("--micro-batch must be at least 1 (got \(schedule.microBatch))") }
         if schedule.epochs < 0 { try fail("--epochs must be 0 or more (got \(schedule.epochs))") }
         if !(optimizer.learningRate > 0) || !optimizer.learningRate.isFinite {
             try fail("--lr must be a positive number (got \(optimizer.learningRate))")
@@ -210,12 +211,16 @@ public struct ScheduleConfig: Codable, Equatable, Sendable {
     /// The global batch: summed over all ranks. The sample order depends on it and the seed, never on the ranks.
     public var batchSize = 256
     public var seed: UInt64 = 0
+    /// Bit-identical results whatever the number of ranks: gradients of fixed micro-batches summed exactly.
+    public var deterministic = false
+    /// Samples per micro-batch in deterministic mode.
+    public var microBatch = 16
 
     public init() {}
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case epochs, seed
-        case batchSize = "batch_size"
+        case epochs, seed, deterministic
+        case batchSize = "batch_size", microBatch = "micro_batch"
     }
 
     public init(from decoder: Decoder) throws {
@@ -223,6 +228,8 @@ public struct ScheduleConfig: Codable, Equatable, Sendable {
         epochs = try c.decodeIfPresent(Int.self, forKey: .epochs) ?? epochs
         batchSize = try c.decodeIfPresent(Int.self, forKey: .batchSize) ?? batchSize
         seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? seed
+        deterministic = try c.decodeIfPresent(Bool.self, forKey: .deterministic) ?? deterministic
+        microBatch = try c.decodeIfPresent(Int.self, forKey: .microBatch) ?? microBatch
     }
 }
 

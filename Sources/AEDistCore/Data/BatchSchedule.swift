@@ -45,8 +45,18 @@ public struct BatchSchedule: Sendable {
         return start..<(start + base + (rank < extra ? 1 : 0))
     }
 
+    /// This rank's share of `batch` in whole micro-batches of `microBatch` samples (the last may be shorter), so
+    /// that every micro-batch is computed whole by one rank whatever the number of ranks.
+    public static func slice(of batch: Range<Int>, rank: Int, size: Int, microBatch: Int) -> Range<Int> {
+        let micro = slice(of: 0..<((batch.count + microBatch - 1) / microBatch), rank: rank, size: size)
+        let start = batch.lowerBound + micro.lowerBound * microBatch
+        return start..<min(batch.lowerBound + micro.upperBound * microBatch, batch.upperBound)
+    }
+
     /// The most samples any rank computes in one step: what activation buffers are sized for.
-    public static func maxSliceCount(globalBatchSize: Int, size: Int) -> Int {
-        (globalBatchSize + size - 1) / size
+    public static func maxSliceCount(globalBatchSize: Int, size: Int, microBatch: Int? = nil) -> Int {
+        guard let microBatch else { return (globalBatchSize + size - 1) / size }
+        let micro = (globalBatchSize + microBatch - 1) / microBatch
+        return min(globalBatchSize, (micro + size - 1) / size * microBatch)
     }
 }

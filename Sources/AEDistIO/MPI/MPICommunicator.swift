@@ -125,6 +125,11 @@ public final class MPICommunicator: Communicator {
         try watched("an MPI_Allreduce") { aedmpi_allreduce_min_int64(base, Int64(values.count)) }
     }
 
+    public func allReduceSum(_ values: UnsafeMutableBufferPointer<Int64>) throws {
+        guard let base = values.baseAddress, size > 1 else { return }
+        try watched("an MPI_Allreduce") { aedmpi_allreduce_sum_int64(base, Int64(values.count)) }
+    }
+
     public func broadcast(_ bytes: UnsafeMutableRawBufferPointer, root: Int) throws {
         guard let base = bytes.baseAddress, size > 1 else { return }
         try watched("an MPI_Bcast") { aedmpi_bcast_bytes(base, Int64(bytes.count), Int32(root)) }

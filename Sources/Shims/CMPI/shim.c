@@ -48,6 +48,9 @@ int aedmpi_allreduce_max_double(double *buffer, int64_t count) {
 int aedmpi_allreduce_min_int64(int64_t *buffer, int64_t count) {
     CHUNKED(MPI_Allreduce(MPI_IN_PLACE, at, piece, MPI_INT64_T, MPI_MIN, MPI_COMM_WORLD), int64_t)
 }
+int aedmpi_allreduce_sum_int64(int64_t *buffer, int64_t count) {
+    CHUNKED(MPI_Allreduce(MPI_IN_PLACE, at, piece, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD), int64_t)
+}
 int aedmpi_bcast_bytes(void *bytes, int64_t count, int root) {
     char *buffer = (char *)bytes;
     CHUNKED(MPI_Bcast(at, piece, MPI_BYTE, root, MPI_COMM_WORLD), char)

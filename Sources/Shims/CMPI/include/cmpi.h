@@ -17,6 +17,7 @@ int aedmpi_allreduce_sum_float(float *buffer, int64_t count);
 int aedmpi_allreduce_sum_double(double *buffer, int64_t count);
 int aedmpi_allreduce_max_double(double *buffer, int64_t count);
 int aedmpi_allreduce_min_int64(int64_t *buffer, int64_t count);
+int aedmpi_allreduce_sum_int64(int64_t *buffer, int64_t count);
 int aedmpi_bcast_bytes(void *buffer, int64_t count, int root);
 int aedmpi_allgather_uint64(uint64_t value, uint64_t *all_values);
 int aedmpi_barrier(void);

@@ -80,7 +80,7 @@ struct TrainCommand: ParsableCommand {
     var seed: UInt64?
     @Flag(help: "Bit-identical parameters whatever the number of ranks, and across any stop and resume: gradients of fixed micro-batches are summed exactly (fixed-point integers); one BLAS thread per rank.")
     var deterministic = false
-    @Option(help: ArgumentHelp("Samples per micro-batch with --deterministic (default: 16).", valueName: "n"))
+    @Option(help: ArgumentHelp("Samples per micro-batch with --deterministic (default: 32).", valueName: "n"))
     var microBatch: Int?
 
     // Checkpoints

@@ -214,7 +214,7 @@ public struct ScheduleConfig: Codable, Equatable, Sendable {
     /// Bit-identical results whatever the number of ranks: gradients of fixed micro-batches summed exactly.
     public var deterministic = false
     /// Samples per micro-batch in deterministic mode.
-    public var microBatch = 16
+    public var microBatch = 32
 
     public init() {}
 

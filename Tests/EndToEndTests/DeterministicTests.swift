@@ -37,5 +37,13 @@ final class DeterministicTests: XCTestCase {
         XCTAssertTrue(resumed.stdout.contains("step 10, 2560 samples seen"), resumed.stdout)
         let comparison = try Harness.python(["compare", "\(straight)/latest.h5", "\(elastic)/latest.h5"])
         XCTAssertTrue(comparison.stdout.contains("bit_identical True"), comparison.stdout)
+
+        // And the other way: written by 2 ranks at an epoch's end, continued by 8.
+        let growing = Harness.temporaryDirectory()
+        assertSucceeded(try Harness.aedist(ranks: 2, ["train", "--deterministic", "--epochs", "1", "--checkpoint-dir", growing]))
+        assertSucceeded(try Harness.aedist(ranks: 8, ["train", "--deterministic", "--epochs", "3", "--resume", "auto",
+                                                      "--checkpoint-dir", growing]))
+        let grown = try Harness.python(["compare", "\(straight)/latest.h5", "\(growing)/latest.h5"])
+        XCTAssertTrue(grown.stdout.contains("bit_identical True"), grown.stdout)
     }
 }

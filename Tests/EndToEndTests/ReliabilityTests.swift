@@ -149,6 +149,27 @@ final class BatchTemplateTests: XCTestCase {
     }
 }
 
+extension BatchTemplateTests {
+    func testPBSTemplateStopsOnItsWalltimeAndSubmitsTheContinuation() throws {
+        let folder = Harness.temporaryDirectory()
+        let bin = "\(folder)/bin"
+        try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
+        let log = "\(folder)/scheduler.log"
+        try "#!/bin/sh\necho \"qsub $*\" >> \(log)\n".write(toFile: "\(bin)/qsub", atomically: true, encoding: .utf8)
+        chmod("\(bin)/qsub", 0o755)
+        let checkpoints = "\(folder)/checkpoints"
+        let script = "export PATH=\(bin):$PATH PBS_O_WORKDIR=\(Harness.repositoryRoot) AEDIST=\(Harness.binary) MPI_GRACE_SECONDS=1 "
+            + "ARGS='--batch-size 8 --epochs 1000' CHECKPOINTS=\(checkpoints) WALLTIME=0:00:06; "
+            + "exec bash \(Harness.repositoryRoot)/scripts/pbs/aedist.pbs"
+        let outcome = try Harness.run("/bin/bash", ["-c", script], timeout: 60)
+        XCTAssertEqual(outcome.status, 75, "\(outcome)")
+        XCTAssertTrue(outcome.stdout.contains("--time-limit of 0:00:06 is near"), outcome.stdout)
+        let submitted = try String(contentsOfFile: log, encoding: .utf8)
+        XCTAssertTrue(submitted.hasPrefix("qsub -v AEDIST,ARGS,CHECKPOINTS,WALLTIME,JOB_SCRIPT \(Harness.repositoryRoot)/scripts/pbs/aedist.pbs"), submitted)
+        assertSucceeded(try Harness.aedist(ranks: nil, ["inspect", "--verify", "\(checkpoints)/latest.h5"]))
+    }
+}
+
 /// A rank that stops answering must not leave the others waiting forever.
 final class WatchdogTests: XCTestCase {
     func testStoppedRankIsNamedAndTheJobEnds() throws {

@@ -266,6 +266,7 @@ public final class Trainer {
         let gradients = model.gradients
         let tail = gradients.pointer + parameterCount
         var bestValLoss = history.map(\.valLoss).filter { !$0.isNaN }.min() ?? .infinity
+        var learningRate = currentLearningRate()
         var epochRates: [Double] = []
 
         while progress.epochsCompleted < epochs {
@@ -317,7 +318,9 @@ public final class Trainer {
                 }
                 let scale = 1 / Float(max(globalCount, 1))
                 for i in 0..<parameterCount { gradients.pointer[i] *= scale }
-                optimizer.step(parameters: model.parameters, gradients: gradients, learningRate: config.optimizer.learningRate)
+                if config.optimizer.clipNorm > 0 { clipGradientNorm(gradients, count: parameterCount, to: Float(config.optimizer.clipNorm)) }
+                learningRate = currentLearningRate()
+                optimizer.step(parameters: model.parameters, gradients: gradients, learningRate: learningRate)
 
                 progress.globalStep += 1
                 progress.stepInEpoch = step + 1
@@ -357,7 +360,7 @@ public final class Trainer {
                                        samplesSeen: progress.samplesSeen,
                                        trainLoss: epochLoss / Double(max(epochSamples, 1)), valLoss: validation.loss,
                                        valMSE: validation.mse, samplesPerSecond: rate,
-                                       wallTime: priorWallTime + trainSeconds, learningRate: config.optimizer.learningRate)
+                                       wallTime: priorWallTime + trainSeconds, learningRate: learningRate)
             priorWallTime = metrics.wallTime
             history.append(metrics)
             let isBest = !validation.loss.isNaN && validation.loss < bestValLoss
@@ -373,10 +376,44 @@ public final class Trainer {
             line += String(format: "  %.0f samples/s  %.2fs", rate, trainSeconds)
             console.line(line)
             if let stopReason { return summary(samplesPerSecond: rate, stopReason: stopReason) }
+            if let reason = earlyStoppingReason() {
+                console.line(reason)
+                break
+            }
         }
         // The first epoch pays for warm-up (page faults, BLAS buffers): report the median of the rest.
         let steady = epochRates.count > 1 ? Array(epochRates.dropFirst()) : epochRates
         return summary(samplesPerSecond: steady.sorted()[steady.count / 2])
+    }
+
+    /// The scheduled rate for the next step, from the position in the data (so resumes and rank counts agree).
+    func currentLearningRate() -> Double {
+        let epoch = Double(progress.epochsCompleted) + Double(progress.stepInEpoch) / Double(max(schedule.stepsPerEpoch, 1))
+        return config.schedule.learningRate(base: config.optimizer.learningRate, epoch: epoch)
+    }
+
+    /// Every rank holds the same averaged gradient, so each computes the same norm and the same scale.
+    func clipGradientNorm(_ gradients: FlatBuffer, count: Int, to limit: Float) {
+        var squares: Double = 0
+        for i in 0..<count { squares += Double(gradients[i]) * Double(gradients[i]) }
+        let norm = Float(squares.squareRoot())
+        guard norm > limit else { return }
+        let factor = limit / norm
+        for i in 0..<count { gradients.pointer[i] *= factor }
+    }
+
+    /// Early stopping from the metrics history alone (so it survives resumes): the epochs since the best
+    /// validation loss, counting only improvements larger than --min-delta.
+    func earlyStoppingReason() -> String? {
+        let patience = config.schedule.earlyStoppingPatience
+        guard patience > 0, history.count > patience else { return nil }
+        var best = Double.infinity, bestEpoch = 0
+        for metrics in history where metrics.valLoss < best - config.schedule.minDelta {
+            best = metrics.valLoss
+            bestEpoch = metrics.epoch
+        }
+        guard history.last!.epoch - bestEpoch >= patience else { return nil }
+        return "early stopping: the validation loss has not improved for \(patience) epochs (best \(String(format: "%.4f", best)) at epoch \(bestEpoch))"
     }
 
     /// Forward, loss and backward for this rank's rows; gradients accumulate into the model's buffer.

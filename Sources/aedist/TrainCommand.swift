@@ -8,6 +8,7 @@ extension Activation: ExpressibleByArgument {}
 extension LossKind: ExpressibleByArgument {}
 extension OptimizerConfig.Kind: ExpressibleByArgument {}
 extension DataConfig.CachePolicy: ExpressibleByArgument {}
+extension ScheduleConfig.LearningRateSchedule: ExpressibleByArgument {}
 
 /// `aedist train`. Options are optional so that only the flags a user types override the config file; the help
 /// text names each default.
@@ -70,6 +71,22 @@ struct TrainCommand: ParsableCommand {
     var epsilon: Double?
     @Option(help: "Weight decay: L2 added to the gradient (sgd, adam, rmsprop) or decoupled (adamw) (default: 0).")
     var weightDecay: Double?
+    @Option(help: ArgumentHelp("Clip the averaged gradient to this global L2 norm (default: 0, off).", valueName: "norm"))
+    var clipNorm: Double?
+    @Option(help: "Learning-rate schedule: constant, step (× --gamma every --step-epochs), cosine (to --min-lr) (default: constant).")
+    var lrSchedule: ScheduleConfig.LearningRateSchedule?
+    @Option(help: ArgumentHelp("Linear learning-rate warm-up over this many epochs (default: 0).", valueName: "epochs"))
+    var warmupEpochs: Double?
+    @Option(help: ArgumentHelp("Step schedule: epochs between decays (default: 10).", valueName: "n"))
+    var stepEpochs: Int?
+    @Option(help: "Step schedule: decay factor (default: 0.1).")
+    var gamma: Double?
+    @Option(help: "Cosine schedule: final learning rate (default: 0).")
+    var minLr: Double?
+    @Option(help: ArgumentHelp("Stop when the validation loss has not improved for this many epochs (default: 0, off).", valueName: "epochs"))
+    var earlyStoppingPatience: Int?
+    @Option(help: "Early stopping: the smallest decrease that counts as an improvement (default: 0).")
+    var minDelta: Double?
 
     // Schedule
     @Option(help: ArgumentHelp("Epochs to train in all, counting those a resumed checkpoint already did (default: 10).", valueName: "n"))
@@ -128,6 +145,14 @@ struct TrainCommand: ParsableCommand {
         if let rho { c.optimizer.rho = rho }
         if let epsilon { c.optimizer.epsilon = epsilon }
         if let weightDecay { c.optimizer.weightDecay = weightDecay }
+        if let clipNorm { c.optimizer.clipNorm = clipNorm }
+        if let lrSchedule { c.schedule.lrSchedule = lrSchedule }
+        if let warmupEpochs { c.schedule.warmupEpochs = warmupEpochs }
+        if let stepEpochs { c.schedule.stepEpochs = stepEpochs }
+        if let gamma { c.schedule.gamma = gamma }
+        if let minLr { c.schedule.minLR = minLr }
+        if let earlyStoppingPatience { c.schedule.earlyStoppingPatience = earlyStoppingPatience }
+        if let minDelta { c.schedule.minDelta = minDelta }
         if let epochs { c.schedule.epochs = epochs }
         if let batchSize { c.schedule.batchSize = batchSize }
         if let seed { c.schedule.seed = seed }

@@ -153,3 +153,42 @@ final class TrainingRunTests: XCTestCase {
         XCTAssertTrue(pictures.stdout.contains("[160..<200]"), pictures.stdout)
     }
 }
+
+/// Training extras people expect from Keras and PyTorch.
+final class TrainingExtrasTests: XCTestCase {
+    func testWarmupCosineScheduleIsRecordedPerEpoch() throws {
+        let folder = Harness.temporaryDirectory()
+        assertSucceeded(try Harness.aedist(ranks: 2, ["train", "--epochs", "4", "--lr-schedule", "cosine", "--warmup-epochs", "1",
+                                                      "--min-lr", "0.0001", "--checkpoint-dir", folder]))
+        let rates = try Harness.metrics(in: folder).map { $0["lr"]! }
+        // The rate of each epoch's last step: epoch 1's is warm-up's 15/16 of 1e-3, then cosine towards 1e-4.
+        XCTAssertEqual(rates.count, 4)
+        XCTAssertEqual(rates[0], 0.001 * 15 / 16, accuracy: 1e-9)
+        XCTAssertTrue(zip(rates, rates.dropFirst()).allSatisfy { $0 >= $1 }, "\(rates)")
+        XCTAssertLessThan(rates[3], 0.0003, "\(rates)")
+    }
+
+    func testEarlyStoppingEndsTheRunAndSurvivesResume() throws {
+        let folder = Harness.temporaryDirectory()
+        // With min-delta 1, only the first epoch ever counts as an improvement.
+        let outcome = try Harness.aedist(ranks: 2, ["train", "--epochs", "10", "--early-stopping-patience", "2", "--min-delta", "1",
+                                                    "--checkpoint-dir", folder])
+        assertSucceeded(outcome)
+        XCTAssertTrue(outcome.stdout.contains("early stopping: the validation loss has not improved for 2 epochs"), outcome.stdout)
+        XCTAssertEqual(try Harness.metrics(in: folder).count, 3)
+        let resumed = try Harness.aedist(ranks: 2, ["train", "--epochs", "10", "--early-stopping-patience", "2", "--min-delta", "1",
+                                                    "--resume", "auto", "--checkpoint-dir", folder])
+        assertSucceeded(resumed)
+        XCTAssertEqual(try Harness.metrics(in: folder).count, 4, "a resumed run checks after its first epoch again")
+    }
+
+    func testGradientClippingLimitsTheUpdate() throws {
+        let clipped = Harness.temporaryDirectory(), free = Harness.temporaryDirectory()
+        assertSucceeded(try Harness.aedist(ranks: 2, ["train", "--epochs", "2", "--optimizer", "sgd", "--lr", "0.5",
+                                                      "--clip-norm", "0.001", "--checkpoint-dir", clipped]))
+        assertSucceeded(try Harness.aedist(ranks: 2, ["train", "--epochs", "2", "--optimizer", "sgd", "--lr", "0.5",
+                                                      "--checkpoint-dir", free]))
+        let a = try Harness.metrics(in: clipped).last!["val_loss"]!, b = try Harness.metrics(in: free).last!["val_loss"]!
+        XCTAssertGreaterThan(a, b + 0.01, "clipping to a tiny norm should slow learning: clipped \(a), free \(b)")
+    }
+}

@@ -60,6 +60,16 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
             try fail("--loss bce needs a sigmoid output (--output-activation sigmoid); the model's output is \(architecture.outputActivation.rawValue)")
         }
         if schedule.batchSize < 1 { try fail("--batch-size must be at least 1 (got \(schedule.batchSize))") }
+        if !(schedule.warmupEpochs >= 0 && schedule.warmupEpochs.isFinite) { try fail("--warmup-epochs must be 0 or more (got \(schedule.warmupEpochs))") }
+        if schedule.stepEpochs < 1 { try fail("--step-epochs must be at least 1 (got \(schedule.stepEpochs))") }
+        if !(schedule.gamma > 0 && schedule.gamma <= 1) { try fail("--gamma must be in (0, 1] (got \(schedule.gamma))") }
+        if !(schedule.minLR >= 0 && schedule.minLR <= optimizer.learningRate) { try fail("--min-lr must be between 0 and --lr (got \(schedule.minLR))") }
+        if schedule.earlyStoppingPatience < 0 { try fail("--early-stopping-patience must be 0 (off) or more epochs") }
+        if !(schedule.minDelta >= 0 && schedule.minDelta.isFinite) { try fail("--min-delta must be 0 or more (got \(schedule.minDelta))") }
+        if !(optimizer.clipNorm >= 0 && optimizer.clipNorm.isFinite) { try fail("--clip-norm must be 0 (off) or a positive number (got \(optimizer.clipNorm))") }
+        if schedule.earlyStoppingPatience > 0 && data.valDataset == nil && data.valFraction == nil {
+            try fail("--early-stopping-patience needs a validation set (--val-dataset or --val-fraction)")
+        }
         if schedule.microBatch < 1 { try fail("--micro-batch must be at least 1 (got \(schedule.microBatch))") }
         if schedule.epochs < 0 { try fail("--epochs must be 0 or more (got \(schedule.epochs))") }
         if !(optimizer.learningRate > 0) || !optimizer.learningRate.isFinite {
@@ -184,12 +194,14 @@ public struct OptimizerConfig: Codable, Equatable, Sendable {
     public var epsilon = 1e-8
     /// L2 penalty added to the gradient (sgd, adam, rmsprop) or decoupled decay (adamw).
     public var weightDecay = 0.0
+    /// Rescale the averaged gradient when its global L2 norm exceeds this (0: never), as clip_grad_norm_ does.
+    public var clipNorm = 0.0
 
     public init() {}
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case kind = "name", momentum, nesterov, beta1, beta2, rho, epsilon
-        case learningRate = "lr", weightDecay = "weight_decay"
+        case learningRate = "lr", weightDecay = "weight_decay", clipNorm = "clip_norm"
     }
 
     public init(from decoder: Decoder) throws {
@@ -203,6 +215,7 @@ public struct OptimizerConfig: Codable, Equatable, Sendable {
         rho = try c.decodeIfPresent(Double.self, forKey: .rho) ?? rho
         epsilon = try c.decodeIfPresent(Double.self, forKey: .epsilon) ?? epsilon
         weightDecay = try c.decodeIfPresent(Double.self, forKey: .weightDecay) ?? weightDecay
+        clipNorm = try c.decodeIfPresent(Double.self, forKey: .clipNorm) ?? clipNorm
     }
 }
 
@@ -215,12 +228,43 @@ public struct ScheduleConfig: Codable, Equatable, Sendable {
     public var deterministic = false
     /// Samples per micro-batch in deterministic mode.
     public var microBatch = 32
+    public var lrSchedule = LearningRateSchedule.constant
+    /// Linear warm-up from lr/… to lr over this many epochs (fractions allowed), as Horovod recommends when the
+    /// global batch grows with the ranks.
+    public var warmupEpochs = 0.0
+    /// Step decay: multiply the rate by `gamma` every `stepEpochs` epochs.
+    public var stepEpochs = 10
+    public var gamma = 0.1
+    /// Cosine decay ends at this rate.
+    public var minLR = 0.0
+    /// Stop when the validation loss has not improved by `minDelta` for this many epochs (0: never).
+    public var earlyStoppingPatience = 0
+    public var minDelta = 0.0
 
     public init() {}
 
+    public enum LearningRateSchedule: String, Codable, CaseIterable, Sendable { case constant, step, cosine }
+
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case epochs, seed, deterministic
-        case batchSize = "batch_size", microBatch = "micro_batch"
+        case epochs, seed, deterministic, gamma
+        case batchSize = "batch_size", microBatch = "micro_batch", lrSchedule = "lr_schedule"
+        case warmupEpochs = "warmup_epochs", stepEpochs = "step_epochs", minLR = "min_lr"
+        case earlyStoppingPatience = "early_stopping_patience", minDelta = "min_delta"
+    }
+
+    /// The learning rate at fractional epoch `epoch` (samples seen / samples per epoch) for base rate `base`.
+    public func learningRate(base: Double, epoch: Double) -> Double {
+        var rate: Double
+        switch lrSchedule {
+        case .constant: rate = base
+        case .step: rate = base * pow(gamma, Double(Int(epoch) / max(stepEpochs, 1)))
+        case .cosine:
+            let span = max(Double(epochs) - warmupEpochs, 1e-9)
+            let progress = min(max((epoch - warmupEpochs) / span, 0), 1)
+            rate = minLR + (base - minLR) * 0.5 * (1 + cos(Double.pi * progress))
+        }
+        if warmupEpochs > 0 && epoch < warmupEpochs { rate *= max(epoch / warmupEpochs, 1e-3) }
+        return rate
     }
 
     public init(from decoder: Decoder) throws {
@@ -230,6 +274,13 @@ public struct ScheduleConfig: Codable, Equatable, Sendable {
         seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? seed
         deterministic = try c.decodeIfPresent(Bool.self, forKey: .deterministic) ?? deterministic
         microBatch = try c.decodeIfPresent(Int.self, forKey: .microBatch) ?? microBatch
+        lrSchedule = try c.decodeIfPresent(LearningRateSchedule.self, forKey: .lrSchedule) ?? lrSchedule
+        warmupEpochs = try c.decodeIfPresent(Double.self, forKey: .warmupEpochs) ?? warmupEpochs
+        stepEpochs = try c.decodeIfPresent(Int.self, forKey: .stepEpochs) ?? stepEpochs
+        gamma = try c.decodeIfPresent(Double.self, forKey: .gamma) ?? gamma
+        minLR = try c.decodeIfPresent(Double.self, forKey: .minLR) ?? minLR
+        earlyStoppingPatience = try c.decodeIfPresent(Int.self, forKey: .earlyStoppingPatience) ?? earlyStoppingPatience
+        minDelta = try c.decodeIfPresent(Double.self, forKey: .minDelta) ?? minDelta
     }
 }
 

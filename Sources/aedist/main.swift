@@ -12,7 +12,8 @@ struct AEDist: ParsableCommand {
           aedist inspect checkpoints/latest.h5     explain a checkpoint
         """,
         version: AEDistVersion.string,
-        subcommands: [TrainCommand.self, InspectCommand.self])
+        subcommands: [TrainCommand.self, InspectCommand.self, EncodeCommand.self, ReconstructCommand.self, ScoreCommand.self,
+                      EvalCommand.self])
 }
 
 Launch.selectOptimizedBLASKernels()

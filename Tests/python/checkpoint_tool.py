@@ -6,6 +6,7 @@
   checkpoint_tool.py flip FILE DATASET     flip one byte inside DATASET's first stored chunk (a silent disk error)
   checkpoint_tool.py tamper KIND FILE      damage a checkpoint the way a hostile or broken writer would (KIND:
                                           huge-tensor, huge-model, string-tensor, missing-optimizer)
+  checkpoint_tool.py stats FILE DATASET     print a dataset's shape, sum and min/max
   checkpoint_tool.py make-data KIND FILE  write a data set the way h5py/numpy users do (KIND: float64, uint8-images,
                                           strings, nan, empty, tiny, wide)
 """
@@ -97,6 +98,12 @@ def tamper(kind, path):
             sys.exit(f"unknown kind {kind}")
 
 
+def stats(path, dataset):
+    with h5py.File(path, "r") as f:
+        x = f[dataset][()].astype(np.float64)
+        print(f"shape {'x'.join(map(str, x.shape))} sum {x.sum():.9g} min {x.min():.6g} max {x.max():.6g}")
+
+
 def make_data(kind, path):
     rng = np.random.default_rng(0)
     with h5py.File(path, "w") as f:
@@ -115,6 +122,14 @@ def make_data(kind, path):
             f["train/x"] = x
         elif kind == "empty":
             f.create_dataset("train/x", shape=(0, 10), dtype=np.float32)
+        elif kind == "anomaly":
+            # Digits 0-4 to train on; all digits, labelled, to score.
+            with h5py.File(sys.argv[4], "r") as source:
+                tx, ty, vx, vy = (source[k][()] for k in ("train/x", "train/y", "val/x", "val/y"))
+            for name, data in (("train/x", tx[ty < 5]), ("val/x", vx[vy < 5]), ("test/x", vx)):
+                f[name] = data
+                f[name].attrs["scale"] = np.float32(1 / 255)
+            f["test/y"] = vy
         elif kind == "tiny":
             f["train/x"] = rng.random((3, 10)).astype(np.float32)
         elif kind == "wide":
@@ -133,7 +148,9 @@ if __name__ == "__main__":
         flip(sys.argv[2], sys.argv[3])
     elif command == "tamper" and len(sys.argv) == 4:
         tamper(sys.argv[2], sys.argv[3])
-    elif command == "make-data" and len(sys.argv) == 4:
+    elif command == "stats" and len(sys.argv) == 4:
+        stats(sys.argv[2], sys.argv[3])
+    elif command == "make-data" and len(sys.argv) in (4, 5):
         make_data(sys.argv[2], sys.argv[3])
     else:
         sys.exit(__doc__)

@@ -56,6 +56,14 @@ public final class HDF5File {
         return HDF5File(path: path, id: id)
     }
 
+    /// Opens an existing file for writing (one process at a time).
+    public static func openForWriting(_ path: String) throws -> HDF5File {
+        _ = HDF5Library.ready
+        let id = H5Fopen(path, aedh5_acc_rdwr(), hid_t(H5P_DEFAULT))
+        guard id >= 0 else { throw HDF5Error("\(path): cannot open HDF5 file for writing\(HDF5Library.reason())") }
+        return HDF5File(path: path, id: id)
+    }
+
     public var root: HDF5Group { HDF5Group(file: self, id: id, path: "/", owned: false) }
 
     /// The file's size in bytes (through symbolic links such as latest.h5).
@@ -326,6 +334,14 @@ public final class HDF5Group: HDF5Object {
         }
     }
 
+    /// A float32 (or float64) dataset of `shape` whose rows are written later with `HDF5Dataset.writeRows`.
+    @discardableResult
+    public func createDataset(_ name: String, shape: [Int], doublePrecision: Bool = false) throws -> HDF5Dataset {
+        try write(name, shape: shape, fileType: doublePrecision ? aedh5_native_double() : aedh5_ieee_f32le(),
+                  memoryType: doublePrecision ? aedh5_native_double() : aedh5_native_float(),
+                  elementSize: doublePrecision ? 8 : 4, bytes: nil)
+    }
+
     private func write(_ name: String, shape: [Int], fileType: hid_t, memoryType: hid_t, elementSize: Int,
                        bytes: UnsafeRawPointer?) throws -> HDF5Dataset {
         let dims = shape.map { hsize_t($0) }
@@ -345,7 +361,7 @@ public final class HDF5Group: HDF5Object {
         let dataset = H5Dcreate2(id, name, fileType, space, hid_t(H5P_DEFAULT), properties, hid_t(H5P_DEFAULT))
         guard dataset >= 0 else { throw HDF5Error("\(location): cannot create dataset '\(name)'\(HDF5Library.reason())") }
         let wrapped = HDF5Dataset(file: file, id: dataset, path: child(name))
-        if count > 0, H5Dwrite(dataset, memoryType, 0, 0, hid_t(H5P_DEFAULT), bytes) < 0 {
+        if count > 0, let bytes, H5Dwrite(dataset, memoryType, 0, 0, hid_t(H5P_DEFAULT), bytes) < 0 {
             throw HDF5Error("\(location): cannot write dataset '\(name)'\(HDF5Library.reason())")
         }
         return wrapped
@@ -445,6 +461,24 @@ public final class HDF5Dataset: HDF5Object {
         guard count > 0 else { return }
         guard H5Dread(id, type, 0, 0, hid_t(H5P_DEFAULT), destination) >= 0 else {
             throw HDF5Error("\(location): reading failed\(HDF5Library.reason())")
+        }
+    }
+
+    /// Writes consecutive rows starting at `firstRow` from `values` (float32 or float64, converted to the file's type).
+    public func writeRows<Value>(at firstRow: Int, count rowCount: Int, from values: UnsafePointer<Value>) throws {
+        guard rowCount > 0 else { return }
+        let memoryType = Value.self == Double.self ? aedh5_native_double() : aedh5_native_float()
+        let fileSpace = H5Dget_space(id)
+        defer { H5Sclose(fileSpace) }
+        var start = [hsize_t](repeating: 0, count: shape.count)
+        var count = shape.map { hsize_t($0) }
+        start[0] = hsize_t(firstRow)
+        count[0] = hsize_t(rowCount)
+        H5Sselect_hyperslab(fileSpace, H5S_SELECT_SET, start, nil, count, nil)
+        let memorySpace = H5Screate_simple(Int32(count.count), count, nil)
+        defer { H5Sclose(memorySpace) }
+        guard H5Dwrite(id, memoryType, memorySpace, fileSpace, hid_t(H5P_DEFAULT), values) >= 0 else {
+            throw HDF5Error("\(location): writing rows \(firstRow)..<\(firstRow + rowCount) failed\(HDF5Library.reason())")
         }
     }
 

@@ -1,0 +1,173 @@
+import AEDistCore
+import AEDistIO
+import Foundation
+
+/// What people train autoencoders for, applied to any HDF5 data set with a trained checkpoint: codes (encode),
+/// reconstructions, anomaly scores, and losses (eval). Every rank takes a contiguous share of the rows.
+public final class TrainedModel {
+    public let checkpointPath: String
+    public let config: TrainingConfig
+    public let architecture: ModelArchitecture
+    let model: Autoencoder
+    let communicator: Communicator
+    static let rowsPerPass = 256
+
+    public init(checkpointPath: String, communicator: Communicator) throws {
+        let checkpoint = try communicator.together { try Checkpoint.read(from: checkpointPath) }
+        self.checkpointPath = checkpointPath
+        self.communicator = communicator
+        config = checkpoint.config
+        architecture = try ModelArchitecture(checkpoint.config.model)
+        model = Autoencoder(architecture: architecture, maxBatch: Self.rowsPerPass)
+        model.parameters.copy(from: checkpoint.parameters)
+    }
+
+    /// The samples at `path`:`dataset` (default: the embedded MNIST subset), which must fit the model's input.
+    public func open(data path: String?, dataset: String, scale: Double?) throws -> SampleSet {
+        try communicator.together {
+            guard let file = path ?? EmbeddedData.mnistPath else { throw RunFailure("the embedded data set is missing; pass --data FILE.h5") }
+            let set = try SampleSet(file: try HDF5File.open(file), datasetPath: dataset, scale: scale, cache: .never)
+            guard set.rowWidth == architecture.inputSize else {
+                throw RunFailure("\(set.name) has samples of \(set.rowWidth) values, but \(checkpointPath) was trained on \(architecture.inputSize)")
+            }
+            return set
+        }
+    }
+
+    /// This rank's rows of `set`, through the model `rowsPerPass` at a time; `body` sees each pass's row range,
+    /// inputs and the model (whose outputs hold that pass).
+    func forEachPass(over set: SampleSet, _ body: (Range<Int>, UnsafePointer<Float>) throws -> Void) throws {
+        let mine = BatchSchedule.slice(of: 0..<set.rowCount, rank: communicator.rank, size: communicator.size)
+        let inputs = FlatBuffer(count: Self.rowsPerPass * set.rowWidth)
+        try communicator.together {
+            var start = mine.lowerBound
+            while start < mine.upperBound {
+                let rows = start..<min(start + Self.rowsPerPass, mine.upperBound)
+                try set.read(rows, into: inputs.pointer)
+                model.forward(input: inputs.pointer, batch: rows.count)
+                try body(rows, inputs.pointer)
+                start = rows.upperBound
+            }
+        }
+    }
+
+    /// Per-sample reconstruction error (mean squared error over the sample's values), on every rank.
+    public func scores(of set: SampleSet) throws -> [Double] {
+        var scores = [Double](repeating: 0, count: set.rowCount)
+        let width = architecture.inputSize
+        try forEachPass(over: set) { rows, inputs in
+            for (offset, row) in rows.enumerated() {
+                var sum = 0.0
+                for j in 0..<width {
+                    let difference = Double(model.reconstruction[offset * width + j] - inputs[offset * width + j])
+                    sum += difference * difference
+                }
+                scores[row] = sum / Double(width)
+            }
+        }
+        // Each rank filled its own rows and left zeros elsewhere: a sum gathers them.
+        try communicator.allReduceSum(&scores)
+        return scores
+    }
+
+    /// Mean training loss and MSE over `set`.
+    public func evaluate(_ set: SampleSet) throws -> (loss: Double, mse: Double) {
+        var sums = [0.0, 0.0]
+        try forEachPass(over: set) { rows, inputs in
+            let pass = Loss.evaluate(config.loss, outputActivation: architecture.outputActivation, logits: model.outputLogits,
+                                     output: model.reconstruction, target: inputs, batch: rows.count,
+                                     width: architecture.inputSize, gradient: nil)
+            sums[0] += pass.loss
+            sums[1] += pass.squaredError
+        }
+        try communicator.allReduceSum(&sums)
+        return (sums[0] / Double(set.rowCount), sums[1] / Double(set.rowCount))
+    }
+
+    public enum Output { case codes, reconstructions }
+
+    /// Writes the codes or reconstructions of every row of `set` to `/name` in a new HDF5 file at `path`. Ranks
+    /// write their rows in turn into a temporary file that rank 0 renames into place once all are written.
+    public func write(_ output: Output, of set: SampleSet, to path: String, name: String) throws {
+        let comm = communicator
+        let width = output == .codes ? architecture.codeSize : architecture.inputSize
+        let shape = [set.rowCount] + (output == .codes ? [width] : set.sampleShape)
+        let mine = BatchSchedule.slice(of: 0..<set.rowCount, rank: comm.rank, size: comm.size)
+        var results = [Float](repeating: 0, count: mine.count * width)
+        try forEachPass(over: set) { rows, _ in
+            let source = output == .codes ? model.code : model.reconstruction
+            results.withUnsafeMutableBufferPointer {
+                ($0.baseAddress! + (rows.lowerBound - mine.lowerBound) * width).update(from: source, count: rows.count * width)
+            }
+        }
+        let temporary = try comm.broadcast(comm.isRoot ? "\(path).tmp-\(getpid())" : "")
+        try comm.together {
+            guard comm.isRoot else { return }
+            try? FileManager.default.removeItem(atPath: temporary)
+            let file = try HDF5File.create(temporary)
+            let dataset = try file.root.createDataset(name, shape: shape)
+            try dataset.setAttribute("checkpoint", checkpointPath)
+            try dataset.setAttribute("source", set.name)
+            try dataset.setAttribute("model", config.model.spec)
+            try file.close()
+        }
+        for turn in 0..<comm.size {
+            try comm.together {
+                guard comm.rank == turn, !mine.isEmpty else { return }
+                let file = try HDF5File.openForWriting(temporary)
+                try results.withUnsafeBufferPointer {
+                    try file.root.dataset(name).writeRows(at: mine.lowerBound, count: mine.count, from: $0.baseAddress!)
+                }
+                try file.close()
+            }
+        }
+        try comm.together {
+            guard comm.isRoot else { return }
+            guard rename(temporary, path) == 0 else {
+                throw RunFailure("cannot move \(temporary) to \(path): \(String(cString: strerror(errno)))")
+            }
+        }
+    }
+}
+
+/// Anomaly detection from reconstruction error: a threshold from a percentile of normal data's scores, and with
+/// labels, ROC AUC and precision/recall at that threshold.
+public enum AnomalyReport {
+    /// The `percentile` (0–100) of `values`, linearly interpolated as numpy's default.
+    public static func percentile(_ values: [Double], _ percentile: Double) -> Double {
+        let sorted = values.sorted()
+        guard !sorted.isEmpty else { return .nan }
+        let position = percentile / 100 * Double(sorted.count - 1)
+        let low = Int(position.rounded(.down)), high = min(low + 1, sorted.count - 1)
+        return sorted[low] + (sorted[high] - sorted[low]) * (position - Double(low))
+    }
+
+    /// Area under the ROC curve: the chance a random anomaly scores above a random normal sample (ties count half).
+    public static func rocAUC(scores: [Double], anomalous: [Bool]) -> Double {
+        let positives = anomalous.filter { $0 }.count, negatives = anomalous.count - positives
+        guard positives > 0, negatives > 0 else { return .nan }
+        let order = scores.indices.sorted { scores[$0] < scores[$1] }
+        var rankSum = 0.0
+        var i = 0
+        while i < order.count {
+            var j = i
+            while j + 1 < order.count && scores[order[j + 1]] == scores[order[i]] { j += 1 }
+            let averageRank = Double(i + j) / 2 + 1
+            for k in i...j where anomalous[order[k]] { rankSum += averageRank }
+            i = j + 1
+        }
+        return (rankSum - Double(positives * (positives + 1)) / 2) / (Double(positives) * Double(negatives))
+    }
+
+    public static func precisionRecall(scores: [Double], anomalous: [Bool], threshold: Double) -> (precision: Double, recall: Double) {
+        var truePositives = 0, flagged = 0, positives = 0
+        for (score, isAnomaly) in zip(scores, anomalous) {
+            let flag = score > threshold
+            if flag { flagged += 1 }
+            if isAnomaly { positives += 1 }
+            if flag && isAnomaly { truePositives += 1 }
+        }
+        return (flagged == 0 ? .nan : Double(truePositives) / Double(flagged),
+                positives == 0 ? .nan : Double(truePositives) / Double(positives))
+    }
+}

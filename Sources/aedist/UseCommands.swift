@@ -1,0 +1,207 @@
+import AEDistCore
+import AEDistIO
+import AEDistTraining
+import ArgumentParser
+import Foundation
+
+/// What every use of a trained model takes: the checkpoint and the samples to apply it to.
+struct ModelInput: ParsableArguments {
+    @Argument(help: "The trained checkpoint, e.g. checkpoints/best.h5.")
+    var checkpoint: String
+
+    @Option(help: ArgumentHelp("HDF5 file with the samples (default: the embedded MNIST subset).", valueName: "file.h5"))
+    var data: String?
+
+    @Option(help: ArgumentHelp("Dataset of samples, N×D or N×H×W×C (default: /val/x).", valueName: "path"))
+    var dataset = "/val/x"
+
+    @Option(help: ArgumentHelp("Multiply input values by this (default: the dataset's 'scale' attribute, else 1/255 for uint8, else 1).", valueName: "factor"))
+    var scale: Double?
+}
+
+/// Runs `body` on every rank of the MPI job (or alone) with the one-line error contract of `aedist train`.
+func runOnEveryRank(_ body: (MPICommunicator, Console) throws -> Void) throws {
+    let world: MPICommunicator
+    do { world = try MPICommunicator.world() } catch {
+        FileHandle.standardError.write(Data("aedist: error: \(userMessage(error))\n".utf8))
+        throw ExitCode.failure
+    }
+    Launch.configureBLASThreads(ranksOnThisNode: world.localSize, requested: nil)
+    BLAS.flushDenormalsToZero()
+    let console = Console(isRoot: world.isRoot)
+    do {
+        try body(world, console)
+        MPICommunicator.finalize()
+    } catch let failure as RunFailure {
+        console.error(failure.message)
+        MPICommunicator.finalize()
+        throw ExitCode(failure.exitCode)
+    } catch {
+        FileHandle.standardError.write(Data("aedist: error: rank \(world.rank): \(userMessage(error))\n".utf8))
+        MPICommunicator.abort(exitCode: 1)
+    }
+}
+
+struct EncodeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "encode",
+        abstract: "Write the latent code of every sample to HDF5 (features for other models).")
+
+    @OptionGroup var input: ModelInput
+    @Option(help: ArgumentHelp("HDF5 file to create.", valueName: "file.h5"))
+    var output: String
+    @Option(help: ArgumentHelp("Dataset name in the output (default: /codes).", valueName: "path"))
+    var outputDataset = "/codes"
+
+    func run() throws {
+        try runOnEveryRank { world, console in
+            let model = try TrainedModel(checkpointPath: input.checkpoint, communicator: world)
+            let samples = try model.open(data: input.data, dataset: input.dataset, scale: input.scale)
+            try model.write(.codes, of: samples, to: output, name: outputDataset)
+            console.line("wrote \(samples.rowCount) codes of \(model.architecture.codeSize) values to \(output):\(outputDataset)")
+        }
+    }
+}
+
+struct ReconstructCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "reconstruct",
+        abstract: "Write the reconstruction of every sample to HDF5, in the samples' own shape.")
+
+    @OptionGroup var input: ModelInput
+    @Option(help: ArgumentHelp("HDF5 file to create.", valueName: "file.h5"))
+    var output: String
+    @Option(help: ArgumentHelp("Dataset name in the output (default: /reconstructions).", valueName: "path"))
+    var outputDataset = "/reconstructions"
+
+    func run() throws {
+        try runOnEveryRank { world, console in
+            let model = try TrainedModel(checkpointPath: input.checkpoint, communicator: world)
+            let samples = try model.open(data: input.data, dataset: input.dataset, scale: input.scale)
+            try model.write(.reconstructions, of: samples, to: output, name: outputDataset)
+            console.line("wrote \(samples.rowCount) reconstructions to \(output):\(outputDataset)")
+        }
+    }
+}
+
+struct EvalCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "eval",
+        abstract: "Print a checkpoint's losses on any dataset.")
+
+    @OptionGroup var input: ModelInput
+
+    func run() throws {
+        try runOnEveryRank { world, console in
+            let model = try TrainedModel(checkpointPath: input.checkpoint, communicator: world)
+            let samples = try model.open(data: input.data, dataset: input.dataset, scale: input.scale)
+            let result = try model.evaluate(samples)
+            console.line(String(format: "%@: %d samples, %@ %.6f, mse %.6f", samples.name, samples.rowCount,
+                                model.config.loss.rawValue, result.loss, result.mse))
+        }
+    }
+}
+
+struct ScoreCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "score",
+        abstract: "Anomaly scores: each sample's reconstruction error, to HDF5 and CSV.",
+        discussion: """
+        With --reference, the threshold is a percentile of the reference (normal) samples' scores and every sample \
+        above it is flagged. With --labels, also prints ROC AUC and precision/recall at the threshold.
+        Example: aedist score checkpoints/best.h5 --data digits.h5 --dataset /test/x --reference /val/x \
+        --labels /test/y --anomaly-classes 5,6,7,8,9 --output scores.h5
+        """)
+
+    @OptionGroup var input: ModelInput
+    @Option(help: ArgumentHelp("HDF5 file to create, with /scores and, given a threshold, /is_anomaly.", valueName: "file.h5"))
+    var output: String
+    @Option(help: ArgumentHelp("CSV file to write too (default: the output with .csv).", valueName: "file.csv"))
+    var csv: String?
+    @Option(help: ArgumentHelp("Dataset of normal samples (in the same file) whose scores set the threshold.", valueName: "path"))
+    var reference: String?
+    @Option(help: "Percentile of the reference scores used as the threshold (default: 99).")
+    var percentile = 99.0
+    @Option(help: ArgumentHelp("Dataset of labels (one per sample) to measure detection against.", valueName: "path"))
+    var labels: String?
+    @Option(help: ArgumentHelp("Label values that mean 'anomaly', e.g. 5,6,7,8,9 (default: any non-zero label).", valueName: "list"))
+    var anomalyClasses: String?
+
+    func validate() throws {
+        guard percentile > 0 && percentile < 100 else { throw ValidationError("--percentile must be between 0 and 100 (got \(percentile))") }
+        if let anomalyClasses, anomalyClasses.split(separator: ",").contains(where: { Int64($0.trimmingCharacters(in: .whitespaces)) == nil }) {
+            throw ValidationError("--anomaly-classes must be a comma-separated list of integers (got '\(anomalyClasses)')")
+        }
+    }
+
+    func run() throws {
+        try runOnEveryRank { world, console in
+            let model = try TrainedModel(checkpointPath: input.checkpoint, communicator: world)
+            let samples = try model.open(data: input.data, dataset: input.dataset, scale: input.scale)
+            let scores = try model.scores(of: samples)
+            var threshold: Double?
+            if let reference {
+                let normal = try model.open(data: input.data, dataset: reference, scale: input.scale)
+                threshold = AnomalyReport.percentile(try model.scores(of: normal), percentile)
+            }
+            let truth: [Bool]? = try labels.map { path in
+                try world.together {
+                    let values = try HDF5File.open(input.data ?? EmbeddedData.mnistPath ?? "").root.dataset(path).readIntegers()
+                    guard values.count == scores.count else {
+                        throw RunFailure("\(path) has \(values.count) labels for \(scores.count) samples")
+                    }
+                    let classes = anomalyClasses.map { Set($0.split(separator: ",").compactMap { Int64($0.trimmingCharacters(in: .whitespaces)) }) }
+                    return values.map { classes?.contains($0) ?? ($0 != 0) }
+                }
+            }
+            try world.together {
+                guard world.isRoot else { return }
+                try writeScores(scores, threshold: threshold, truth: truth)
+            }
+            var line = "scored \(scores.count) samples of \(samples.name): mean error \(String(format: "%.6f", scores.reduce(0, +) / Double(scores.count)))"
+            if let threshold {
+                line += String(format: "; threshold %.6f (%gth percentile of %@), %d flagged", threshold, percentile, reference ?? "",
+                               scores.filter { $0 > threshold }.count)
+            }
+            console.line(line)
+            if let truth {
+                var report = String(format: "ROC AUC %.4f (%d anomalies, %d normal)", AnomalyReport.rocAUC(scores: scores, anomalous: truth),
+                                    truth.filter { $0 }.count, truth.filter { !$0 }.count)
+                if let threshold {
+                    let (precision, recall) = AnomalyReport.precisionRecall(scores: scores, anomalous: truth, threshold: threshold)
+                    report += String(format: "; at the threshold: precision %.4f, recall %.4f", precision, recall)
+                }
+                console.line(report)
+            }
+            console.line("wrote \(output) and \(csvPath)")
+        }
+    }
+
+    var csvPath: String { csv ?? ((output as NSString).deletingPathExtension + ".csv") }
+
+    func writeScores(_ scores: [Double], threshold: Double?, truth: [Bool]?) throws {
+        let temporary = "\(output).tmp-\(getpid())"
+        try? FileManager.default.removeItem(atPath: temporary)
+        let file = try HDF5File.create(temporary)
+        let dataset = try file.root.write("scores", doubles: scores)
+        try dataset.setAttribute("checkpoint", input.checkpoint)
+        try dataset.setAttribute("meaning", "mean squared reconstruction error per sample")
+        if let threshold {
+            try dataset.setAttribute("threshold", threshold)
+            try dataset.setAttribute("percentile", percentile)
+            try file.root.write("is_anomaly", integers: scores.map { $0 > threshold ? 1 : 0 })
+        }
+        try file.close()
+        guard rename(temporary, output) == 0 else { throw RunFailure("cannot move \(temporary) to \(output): \(String(cString: strerror(errno)))") }
+        var lines = ["index,score" + (threshold == nil ? "" : ",flagged") + (truth == nil ? "" : ",anomaly")]
+        for (index, score) in scores.enumerated() {
+            var line = "\(index),\(String(format: "%.8g", score))"
+            if let threshold { line += score > threshold ? ",1" : ",0" }
+            if let truth { line += truth[index] ? ",1" : ",0" }
+            lines.append(line)
+        }
+        do { try (lines.joined(separator: "\n") + "\n").write(toFile: csvPath, atomically: true, encoding: .utf8) } catch {
+            throw RunFailure("cannot write \(csvPath): \(error.localizedDescription)")
+        }
+    }
+}

@@ -1,0 +1,82 @@
+import Foundation
+import XCTest
+
+/// encode, reconstruct, score and eval: a trained model applied to data, across ranks or alone.
+final class UseTests: XCTestCase {
+    /// Trains once on digits 0–4 of the embedded subset; the test data set holds all digits, labelled.
+    static let prepared: (data: String, checkpoint: String, metrics: String)? = {
+        let folder = Harness.temporaryDirectory()
+        let data = "\(folder)/digits.h5"
+        guard (try? Harness.python(["make-data", "anomaly", data, Harness.embeddedData]))?.status == 0,
+              (try? Harness.aedist(ranks: 2, ["train", "--data", data, "--model", "dense:784-64", "--epochs", "15",
+                                              "--checkpoint-dir", "\(folder)/run"]))?.status == 0 else { return nil }
+        return (data, "\(folder)/run/latest.h5", "\(folder)/run")
+    }()
+
+    func prepared() throws -> (data: String, checkpoint: String, metrics: String) {
+        try XCTUnwrap(Self.prepared, "could not prepare the data and checkpoint")
+    }
+
+    func stats(_ file: String, _ dataset: String) throws -> String {
+        let outcome = try Harness.python(["stats", file, dataset])
+        assertSucceeded(outcome)
+        return outcome.stdout
+    }
+
+    func testEncodeAndReconstructGiveTheSameValuesAtAnyRankCount() throws {
+        let (data, checkpoint, _) = try prepared()
+        let folder = Harness.temporaryDirectory()
+        for ranks in [1, 3] {
+            assertSucceeded(try Harness.aedist(ranks: ranks, ["encode", checkpoint, "--data", data, "--dataset", "/test/x",
+                                                              "--output", "\(folder)/codes\(ranks).h5"]))
+            assertSucceeded(try Harness.aedist(ranks: ranks, ["reconstruct", checkpoint, "--data", data, "--dataset", "/test/x",
+                                                              "--output", "\(folder)/rec\(ranks).h5"]))
+        }
+        // Different rank counts run the BLAS on different row counts: equal up to float rounding.
+        func sum(_ line: String) -> Double { Double(line.split(separator: " ")[3]) ?? .nan }
+        let codes = try stats("\(folder)/codes1.h5", "/codes"), codes3 = try stats("\(folder)/codes3.h5", "/codes")
+        XCTAssertTrue(codes.hasPrefix("shape 1000x64 ") && codes3.hasPrefix("shape 1000x64 "), codes + codes3)
+        XCTAssertEqual(sum(codes), sum(codes3), accuracy: 1e-6 * abs(sum(codes)))
+        let reconstructions = try stats("\(folder)/rec1.h5", "/reconstructions")
+        let reconstructions3 = try stats("\(folder)/rec3.h5", "/reconstructions")
+        XCTAssertTrue(reconstructions.hasPrefix("shape 1000x28x28x1 ") && reconstructions3.hasPrefix("shape 1000x28x28x1 "))
+        XCTAssertEqual(sum(reconstructions), sum(reconstructions3), accuracy: 1e-6 * abs(sum(reconstructions)))
+    }
+
+    func testScoreFindsTheUnseenDigits() throws {
+        let (data, checkpoint, _) = try prepared()
+        let output = Harness.temporaryDirectory() + "/scores.h5"
+        let outcome = try Harness.aedist(ranks: 2, ["score", checkpoint, "--data", data, "--dataset", "/test/x", "--reference", "/val/x",
+                                                    "--labels", "/test/y", "--anomaly-classes", "5,6,7,8,9", "--output", output])
+        assertSucceeded(outcome)
+        let aucLine = try XCTUnwrap(outcome.stdout.split(separator: "\n").first { $0.hasPrefix("ROC AUC") })
+        let auc = Double(aucLine.split(separator: " ")[2]) ?? 0
+        XCTAssertGreaterThan(auc, 0.7, "an autoencoder of digits 0–4 should score 5–9 higher: \(aucLine)")
+        XCTAssertTrue(outcome.stdout.contains("(99th percentile of /val/x)"), outcome.stdout)
+        XCTAssertTrue(try stats(output, "/scores").hasPrefix("shape 1000 "))
+        XCTAssertTrue(try stats(output, "/is_anomaly").hasPrefix("shape 1000 "))
+        let csv = try String(contentsOfFile: (output as NSString).deletingPathExtension + ".csv", encoding: .utf8)
+        XCTAssertEqual(csv.split(separator: "\n").count, 1001)
+        XCTAssertTrue(csv.hasPrefix("index,score,flagged,anomaly\n"), String(csv.prefix(80)))
+    }
+
+    func testEvalReproducesTheValidationLossOfTraining() throws {
+        let (data, checkpoint, run) = try prepared()
+        let outcome = try Harness.aedist(ranks: 2, ["eval", checkpoint, "--data", data, "--dataset", "/val/x"])
+        assertSucceeded(outcome)
+        let loss = Double(outcome.stdout.split(separator: " ").drop { $0 != "bce" }.dropFirst().first?.dropLast() ?? "") ?? .nan
+        let recorded = try Harness.metrics(in: run).last!["val_loss"]!
+        XCTAssertEqual(loss, recorded, accuracy: 1e-5, outcome.stdout)
+    }
+
+    func testUsesRefuseDataOfTheWrongWidth() throws {
+        let (_, checkpoint, _) = try prepared()
+        let wide = Harness.temporaryDirectory() + "/wide.h5"
+        assertSucceeded(try Harness.python(["make-data", "wide", wide]))
+        let outcome = try Harness.aedist(ranks: 2, ["encode", checkpoint, "--data", wide, "--dataset", "/train/x", "--output", "/tmp/never.h5"])
+        XCTAssertEqual(outcome.status, 1, "\(outcome)")
+        XCTAssertEqual(outcome.errorLines.count, 1, "\(outcome)")
+        XCTAssertTrue(outcome.stderr.contains("12 values, but \(checkpoint) was trained on 784"), outcome.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "/tmp/never.h5"))
+    }
+}

@@ -11,6 +11,35 @@ final class BatchPrefetcher {
         let count: Int
     }
 
+    /// One slot's outcome. Each box is touched by one thread at a time, in turns the semaphores enforce.
+    private final class Outcome: @unchecked Sendable {
+        var value: Result<Int, Error> = .success(0)
+    }
+
+    /// The fixed sequence of (epoch, step) to read, with the current epoch's sample order.
+    private struct Positions {
+        let schedule: BatchSchedule
+        var epoch: Int
+        var step: Int
+        let endEpoch: Int
+        var order: [Int32] = []
+        var orderEpoch = -1
+
+        mutating func next() -> (order: [Int32], step: Int)? {
+            if step >= schedule.stepsPerEpoch {
+                epoch += 1
+                step = 0
+            }
+            guard epoch < endEpoch else { return nil }
+            if orderEpoch != epoch {
+                order = schedule.order(epoch: epoch)
+                orderEpoch = epoch
+            }
+            defer { step += 1 }
+            return (order, step)
+        }
+    }
+
     private let source: SampleSet
     private let schedule: BatchSchedule
     private let rank: Int
@@ -18,7 +47,10 @@ final class BatchPrefetcher {
     private let microBatch: Int?
     private let slots: [FlatBuffer]
     private let rowIndices: [UnsafeMutableBufferPointer<Int32>]
-    private var results: [Result<Int, Error>] = [.success(0), .success(0)]
+    private let outcomes = [Outcome(), Outcome()]
+    private var positions: Positions
+    /// Reading happens on a background thread unless the HDF5 library cannot be called from two threads.
+    private let inBackground: Bool
 
     /// Starts at 0 and is signalled twice in init: libdispatch traps when a semaphore is freed below its initial value.
     private let free = DispatchSemaphore(value: 0)
@@ -38,12 +70,16 @@ final class BatchPrefetcher {
         self.schedule = schedule
         self.rank = rank
         self.size = size
+        positions = Positions(schedule: schedule, epoch: startEpoch, step: startStep, endEpoch: endEpoch)
         slots = [FlatBuffer(count: maxRows * source.rowWidth), FlatBuffer(count: maxRows * source.rowWidth)]
         rowIndices = [.allocate(capacity: maxRows), .allocate(capacity: maxRows)]
+        // Cached rows are plain memory; reading the file from a second thread needs a thread-safe libhdf5.
+        inBackground = source.isCached || HDF5File.libraryIsThreadSafe
+        guard inBackground else { return }
         free.signal()
         free.signal()
         let thread = Thread { [unowned self] in
-            self.produce(startEpoch: startEpoch, startStep: startStep, endEpoch: endEpoch)
+            self.produce()
             self.finished.signal()
         }
         thread.name = "aedist-prefetch"
@@ -61,19 +97,16 @@ final class BatchPrefetcher {
         return cancelled
     }
 
-    private func produce(startEpoch: Int, startStep: Int, endEpoch: Int) {
+    private func produce() {
         var produced = 0
-        for epoch in startEpoch..<max(startEpoch, endEpoch) {
-            let order = schedule.order(epoch: epoch)
-            for step in (epoch == startEpoch ? startStep : 0)..<schedule.stepsPerEpoch {
-                free.wait()
-                if isCancelled { return }
-                let slot = produced % 2
-                results[slot] = Result { try fill(slot: slot, order: order, step: step) }
-                produced += 1
-                ready.signal()
-                if case .failure = results[slot] { return }
-            }
+        while let (order, step) = positions.next() {
+            free.wait()
+            if isCancelled { return }
+            let slot = produced % 2
+            outcomes[slot].value = Result { try fill(slot: slot, order: order, step: step) }
+            produced += 1
+            ready.signal()
+            if case .failure = outcomes[slot].value { return }
         }
     }
 
@@ -96,12 +129,17 @@ final class BatchPrefetcher {
 
     /// The next batch; the one returned before is given back to the reader.
     func next() throws -> Batch {
+        guard inBackground else {
+            guard let (order, step) = positions.next() else { throw RunFailure("no batch left to read (internal error)") }
+            let count = try fill(slot: 0, order: order, step: step)
+            return Batch(rows: UnsafePointer(slots[0].pointer), count: count)
+        }
         if holdsSlot { free.signal() }
         ready.wait()
         holdsSlot = true
         let slot = consumed % 2
         consumed += 1
-        let count = try results[slot].get()
+        let count = try outcomes[slot].value.get()
         return Batch(rows: UnsafePointer(slots[slot].pointer), count: count)
     }
 
@@ -110,7 +148,7 @@ final class BatchPrefetcher {
         let alreadyCancelled = cancelled
         cancelled = true
         lock.unlock()
-        guard !alreadyCancelled else { return }
+        guard !alreadyCancelled, inBackground else { return }
         free.signal()
         free.signal()
         finished.wait()

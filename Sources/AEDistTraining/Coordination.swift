@@ -4,12 +4,10 @@ import AEDistCore
 /// it at the same point, so all of them leave together and none is left waiting in a collective.
 public struct RunFailure: UserFacingError {
     public let message: String
-    public let exitCode: Int32
     public var description: String { message }
 
-    public init(_ message: String, exitCode: Int32 = 1) {
+    public init(_ message: String) {
         self.message = message
-        self.exitCode = exitCode
     }
 }
 
@@ -36,7 +34,6 @@ extension Communicator {
     /// Collective, once every rank knows `failingRank` failed: hands its message to all and throws it.
     public func shareFailure(_ localError: Error?, from failingRank: Int) throws -> Never {
         let message = try broadcast(rank == failingRank ? localError.map(userMessage) ?? "unknown error" : "", root: failingRank)
-        let exitCode = (localError as? RunFailure)?.exitCode ?? 1
-        throw RunFailure(failingRank > 0 ? "rank \(failingRank): \(message)" : message, exitCode: exitCode)
+        throw RunFailure(failingRank > 0 ? "rank \(failingRank): \(message)" : message)
     }
 }

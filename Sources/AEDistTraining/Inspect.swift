@@ -124,7 +124,8 @@ public struct CheckpointReport {
 
         lines.append("")
         lines.append("metrics (one row per epoch)")
-        let rows = metrics["epoch"]?.count ?? 0
+        // A damaged file may hold columns of different lengths: show the rows all of them have.
+        let rows = metricColumns.map { metrics[$0]!.count }.min() ?? 0
         if rows == 0 {
             lines.append("  (none yet)")
         } else {

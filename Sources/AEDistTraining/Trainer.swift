@@ -161,9 +161,7 @@ public final class Trainer {
     /// Every rank must build the same model from the same configuration; a mismatch (different config files or
     /// binaries on different nodes) would otherwise train silently wrong.
     static func checkRanksAgree(config: TrainingConfig, layout: ParameterLayout, communicator: Communicator) throws {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in (config.canonicalJSON() + layout.hash).utf8 { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
-        let all = try communicator.allGather(hash)
+        let all = try communicator.allGather(FNV1a(config.canonicalJSON() + layout.hash).value)
         if let differing = all.firstIndex(where: { $0 != all[0] }) {
             throw RunFailure("ranks disagree on the configuration (rank 0 has \(String(all[0], radix: 16)), rank \(differing) has \(String(all[differing], radix: 16))); every rank must run the same aedist with the same options and config file")
         }
@@ -176,7 +174,7 @@ public final class Trainer {
         case .none: checkpointPath = nil
         case .auto:
             // Rank 0 picks the newest checkpoint that passes verification; every rank then reads that one.
-            let chosen = try comm.together { comm.isRoot ? try newestIntactCheckpoint() ?? "" : "" }
+            let chosen = try comm.whileRootWorksAlone { try comm.together { comm.isRoot ? try newestIntactCheckpoint() ?? "" : "" } }
             let agreed = try comm.broadcast(chosen)
             checkpointPath = agreed.isEmpty ? nil : agreed
         case .path(let path): checkpointPath = path
@@ -203,8 +201,25 @@ public final class Trainer {
             history = checkpoint.metrics
             priorWallTime = history.last?.wallTime ?? 0
             lastCheckpoint = checkpointPath
-            if checkpoint.config.schedule.batchSize != config.schedule.batchSize || checkpoint.config.schedule.seed != config.schedule.seed {
-                console.warning("resuming with a different --batch-size or --seed than \(checkpointPath) was trained with: the sample order will not continue the original run's")
+            let sameBatches = checkpoint.config.schedule.batchSize == config.schedule.batchSize
+                && checkpoint.config.schedule.seed == config.schedule.seed && checkpoint.config.data.path == config.data.path
+                && checkpoint.config.data.trainDataset == config.data.trainDataset
+                && checkpoint.config.data.valFraction == config.data.valFraction
+            if progress.stepInEpoch > 0 && (!sameBatches || progress.stepInEpoch > schedule.stepsPerEpoch) {
+                throw RunFailure("\(checkpointPath) stopped in the middle of epoch \(progress.epochsCompleted + 1) (after its step \(progress.stepInEpoch)); continuing it needs the same --batch-size, --seed and training data it used (batch \(checkpoint.config.schedule.batchSize), seed \(checkpoint.config.schedule.seed)), or resume from an epoch-end checkpoint instead")
+            }
+            if !sameBatches {
+                console.warning("resuming with a different --batch-size, --seed or training data than \(checkpointPath) was trained with: the sample order will not continue the original run's")
+            }
+            if case .path = resume {
+                // Resuming from anything but the folder's own latest checkpoint starts a new line of checkpoints
+                // there: the ones it holds move aside, whole, rather than be mixed with, renamed over or pruned.
+                let resolved = { (path: String) in (path as NSString).resolvingSymlinksInPath }
+                let archived = try comm.together { () -> String? in
+                    guard comm.isRoot, directory.latest.map(resolved) != resolved(checkpointPath) else { return nil }
+                    return try directory.archiveEarlierRun()
+                }
+                if let archived { console.line("moved the checkpoints already in \(directory.path) to \(archived) before continuing from \(checkpointPath)") }
             }
             console.line("resumed from \(checkpointPath): epoch \(progress.epochsCompleted), step \(progress.globalStep), \(progress.samplesSeen) samples seen")
         } else {
@@ -254,6 +269,10 @@ public final class Trainer {
             console.line("nothing to train: \(lastCheckpoint ?? "the checkpoint") is at epoch \(progress.epochsCompleted) and --epochs is \(epochs)")
             return summary(samplesPerSecond: history.last?.samplesPerSecond ?? 0)
         }
+        if progress.stepInEpoch == 0, let reason = earlyStoppingReason() {
+            console.line("nothing to train: \(reason)")
+            return summary(samplesPerSecond: history.last?.samplesPerSecond ?? 0)
+        }
         StopPolicy.catchSignals()
         var stopReason: String?
 
@@ -272,7 +291,9 @@ public final class Trainer {
         while progress.epochsCompleted < epochs {
             let epoch = progress.epochsCompleted
             let epochStart = Date()
-            var epochLoss = 0.0, epochSamples = 0
+            // A resumed mid-epoch checkpoint carries the epoch's loss, samples and time so far.
+            var epochLoss = progress.epochLossSum, epochSamples = progress.epochSamples
+            let epochSecondsBefore = progress.epochSeconds
             let firstStep = progress.stepInEpoch
             for step in progress.stepInEpoch..<schedule.stepsPerEpoch {
                 let stepStart = Date()
@@ -342,13 +363,16 @@ public final class Trainer {
                 }
                 let midEpoch = progress.stepInEpoch < schedule.stepsPerEpoch
                 if midEpoch, stopReason != nil || (config.run.checkpointEvery > 0 && progress.globalStep % config.run.checkpointEvery == 0) {
+                    progress.epochLossSum = epochLoss
+                    progress.epochSamples = epochSamples
+                    progress.epochSeconds = epochSecondsBefore + Date().timeIntervalSince(epochStart)
                     try saveCheckpoint(isBest: false)
                 }
                 if midEpoch, let stopReason {
-                    return summary(samplesPerSecond: Double(epochSamples) / max(Date().timeIntervalSince(epochStart), 1e-9), stopReason: stopReason)
+                    return summary(samplesPerSecond: Double(epochSamples) / max(progress.epochSeconds, 1e-9), stopReason: stopReason)
                 }
             }
-            let trainSeconds = Date().timeIntervalSince(epochStart)
+            let trainSeconds = epochSecondsBefore + Date().timeIntervalSince(epochStart)
             let rate = Double(epochSamples) / max(trainSeconds, 1e-9)
             epochRates.append(rate)
             let validationStart = Date()
@@ -356,6 +380,9 @@ public final class Trainer {
             stopPolicy.recordValidation(Date().timeIntervalSince(validationStart))
             progress.epochsCompleted += 1
             progress.stepInEpoch = 0
+            progress.epochLossSum = 0
+            progress.epochSamples = 0
+            progress.epochSeconds = 0
             let metrics = EpochMetrics(epoch: progress.epochsCompleted, globalStep: progress.globalStep,
                                        samplesSeen: progress.samplesSeen,
                                        trainLoss: epochLoss / Double(max(epochSamples, 1)), valLoss: validation.loss,
@@ -375,7 +402,7 @@ public final class Trainer {
             }
             line += String(format: "  %.0f samples/s  %.2fs", rate, trainSeconds)
             console.line(line)
-            if let stopReason { return summary(samplesPerSecond: rate, stopReason: stopReason) }
+            if let stopReason, progress.epochsCompleted < epochs { return summary(samplesPerSecond: rate, stopReason: stopReason) }
             if let reason = earlyStoppingReason() {
                 console.line(reason)
                 break
@@ -473,14 +500,14 @@ public final class Trainer {
         let started = Date()
         defer { stopPolicy.recordCheckpoint(Date().timeIntervalSince(started)) }
         let comm = communicator
-        let path: String? = try comm.together {
+        let path: String? = try comm.whileRootWorksAlone { try comm.together {
             guard comm.isRoot else { return nil }
             let checkpoint = Checkpoint(config: config, layout: model.layout, parameters: model.parameters,
                                         optimizerName: config.optimizer.kind.rawValue, optimizerStep: optimizer.stepCount,
                                         optimizerState: optimizer.state, progress: progress, metrics: history,
                                         worldSize: comm.size, aedistVersion: AEDistVersion.string)
             return try directory.save(checkpoint, isBest: isBest, keep: config.run.keep)
-        }
+        } }
         lastCheckpoint = path ?? CheckpointDirectory.fileName(for: progress)
     }
 

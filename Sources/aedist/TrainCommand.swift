@@ -219,7 +219,7 @@ struct TrainCommand: ParsableCommand {
             // Every rank holds the same agreed failure: rank 0 reports it and all leave together.
             console.error(failure.message)
             MPICommunicator.finalize()
-            throw ExitCode(failure.exitCode)
+            throw ExitCode.failure
         } catch {
             // A failure only this rank saw: report it here and tear the job down so no rank waits forever.
             FileHandle.standardError.write(Data("aedist: error: rank \(world.rank): \(userMessage(error))\n".utf8))

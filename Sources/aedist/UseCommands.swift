@@ -35,7 +35,7 @@ func runOnEveryRank(_ body: (MPICommunicator, Console) throws -> Void) throws {
     } catch let failure as RunFailure {
         console.error(failure.message)
         MPICommunicator.finalize()
-        throw ExitCode(failure.exitCode)
+        throw ExitCode.failure
     } catch {
         FileHandle.standardError.write(Data("aedist: error: rank \(world.rank): \(userMessage(error))\n".utf8))
         MPICommunicator.abort(exitCode: 1)

@@ -85,6 +85,39 @@ final class PreemptionTests: XCTestCase {
         assertSucceeded(resumed)
         let comparison = try Harness.python(["compare", "\(straight)/latest.h5", "\(interrupted)/latest.h5"])
         XCTAssertTrue(comparison.stdout.contains("bit_identical True"), comparison.stdout)
+        // The interrupted epoch's metrics row covers the whole epoch, not just the part after the resume.
+        let a = try Harness.metrics(in: straight), b = try Harness.metrics(in: interrupted)
+        XCTAssertEqual(a.map { $0["epoch"]! }, b.map { $0["epoch"]! })
+        for (x, y) in zip(a, b) {
+            XCTAssertEqual(x["train_loss"]!, y["train_loss"]!, accuracy: 1e-6 * x["train_loss"]!, "epoch \(x["epoch"]!)")
+        }
+    }
+
+    func testResumingMidEpochWithAnotherBatchSizeIsRefused() throws {
+        let folder = Harness.temporaryDirectory()
+        assertSucceeded(try Harness.aedist(ranks: 2, ["train", "--epochs", "1", "--batch-size", "64", "--checkpoint-every", "40",
+                                                      "--keep", "5", "--checkpoint-dir", folder]))
+        let middle = "\(folder)/ckpt-e0000-s0000040.h5"
+        let outcome = try Harness.aedist(ranks: 2, ["train", "--epochs", "2", "--resume", middle, "--checkpoint-dir", folder], timeout: 60)
+        XCTAssertEqual(outcome.status, 1, "\(outcome)")
+        XCTAssertEqual(outcome.errorLines.count, 1, "\(outcome)")
+        XCTAssertTrue(outcome.stderr.contains("stopped in the middle of epoch 1"), outcome.stderr)
+        XCTAssertTrue(outcome.stderr.contains("batch 64"), outcome.stderr)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: middle), "a refused resume must not move anything")
+    }
+
+    func testResumingFromAnOlderCheckpointMovesTheNewerOnesAside() throws {
+        let folder = Harness.temporaryDirectory()
+        assertSucceeded(try Harness.aedist(ranks: 2, ["train", "--epochs", "3", "--checkpoint-dir", folder]))
+        let older = "\(folder)/ckpt-e0001-s0000016.h5"
+        let resumed = try Harness.aedist(ranks: 2, ["train", "--epochs", "2", "--resume", older, "--checkpoint-dir", folder])
+        assertSucceeded(resumed)
+        XCTAssertTrue(resumed.stdout.contains("moved the checkpoints already in \(folder) to \(folder)/earlier-run-"), resumed.stdout)
+        let archive = try XCTUnwrap(try FileManager.default.contentsOfDirectory(atPath: folder).first { $0.hasPrefix("earlier-run-") })
+        XCTAssertEqual(Set(try FileManager.default.contentsOfDirectory(atPath: "\(folder)/\(archive)").filter { $0.hasPrefix("ckpt-") }),
+                       ["ckpt-e0001-s0000016.h5", "ckpt-e0002-s0000032.h5", "ckpt-e0003-s0000048.h5"])
+        XCTAssertEqual(try Harness.metrics(in: folder).map { $0["epoch"]! }, [1, 2])
+        XCTAssertEqual(Harness.resolvedLink("\(folder)/latest.h5"), "ckpt-e0002-s0000032.h5")
     }
 
     /// srun and slurmstepd signal the ranks themselves, not a launcher.

@@ -16,6 +16,9 @@ public protocol Communicator: AnyObject {
     /// The step's all-reduce (sum) of the gradient buffer. Implementations may note which ranks arrived, to say
     /// who is missing when it never completes.
     func allReduceGradients(_ values: UnsafeMutableBufferPointer<Float>, step: Int) throws
+    /// Runs `body`, in which the other ranks wait for rank 0's own I/O (writing or checking checkpoints): a
+    /// collective watchdog should allow it far longer than a step.
+    func whileRootWorksAlone<T>(_ body: () throws -> T) rethrows -> T
 }
 
 extension Communicator {
@@ -24,6 +27,8 @@ extension Communicator {
     public func allReduceGradients(_ values: UnsafeMutableBufferPointer<Float>, step: Int) throws {
         try allReduceSum(values)
     }
+
+    public func whileRootWorksAlone<T>(_ body: () throws -> T) rethrows -> T { try body() }
 
     public func allReduceSum(_ values: inout [Double]) throws {
         try values.withUnsafeMutableBufferPointer { try allReduceSum($0) }

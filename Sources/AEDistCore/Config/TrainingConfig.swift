@@ -229,8 +229,8 @@ public struct ScheduleConfig: Codable, Equatable, Sendable {
     /// Samples per micro-batch in deterministic mode.
     public var microBatch = 32
     public var lrSchedule = LearningRateSchedule.constant
-    /// Linear warm-up from lr/… to lr over this many epochs (fractions allowed), as Horovod recommends when the
-    /// global batch grows with the ranks.
+    /// Linear warm-up from (almost) 0 to lr over this many epochs (fractions allowed), as Horovod recommends when
+    /// the global batch grows with the ranks; the very first step runs at lr/1000.
     public var warmupEpochs = 0.0
     /// Step decay: multiply the rate by `gamma` every `stepEpochs` epochs.
     public var stepEpochs = 10

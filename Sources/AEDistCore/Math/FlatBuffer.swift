@@ -39,10 +39,21 @@ public final class FlatBuffer: @unchecked Sendable {
 
     /// A 64-bit FNV-1a hash of the exact bit patterns: equal only for bit-identical contents.
     public var bitChecksum: UInt64 {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for i in 0..<count {
-            hash = (hash ^ UInt64(pointer[i].bitPattern)) &* 0x0000_0100_0000_01b3
-        }
-        return hash
+        var hash = FNV1a()
+        for i in 0..<count { hash.add(UInt64(pointer[i].bitPattern)) }
+        return hash.value
     }
+}
+
+/// The 64-bit FNV-1a hash: cheap, stable across runs and machines, for identities and checksums (not security).
+public struct FNV1a {
+    public private(set) var value: UInt64 = 0xcbf2_9ce4_8422_2325
+
+    public init() {}
+
+    public init(_ text: String) {
+        for byte in text.utf8 { add(UInt64(byte)) }
+    }
+
+    public mutating func add(_ word: UInt64) { value = (value ^ word) &* 0x0000_0100_0000_01b3 }
 }

@@ -108,11 +108,8 @@ public struct ParameterLayout: Equatable, Sendable {
 
     /// Identifies the layout (names, shapes, order) so ranks and checkpoints can tell they speak of the same model.
     public var hash: String {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in tensors.map({ "\($0.path):\($0.shape.map(String.init).joined(separator: "x"))" }).joined(separator: ";").utf8 {
-            hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3
-        }
-        return String(hash, radix: 16).leftPadded(to: 16)
+        let hash = FNV1a(tensors.map { "\($0.path):\($0.shape.map(String.init).joined(separator: "x"))" }.joined(separator: ";"))
+        return String(hash.value, radix: 16).leftPadded(to: 16)
     }
 }
 

@@ -9,6 +9,11 @@ public struct TrainingProgress: Equatable, Sendable {
     public var globalStep = 0
     /// Global samples consumed; with the seed and batch size it fixes where the sample order continues.
     public var samplesSeen = 0
+    /// Of the epoch in progress (mid-epoch checkpoints): loss sum, samples and seconds so far, so its metrics row
+    /// covers the whole epoch after a resume.
+    public var epochLossSum = 0.0
+    public var epochSamples = 0
+    public var epochSeconds = 0.0
     public init() {}
 }
 
@@ -114,9 +119,13 @@ public struct Checkpoint {
         try progressGroup.setAttribute("step_in_epoch", Int64(progress.stepInEpoch))
         try progressGroup.setAttribute("global_step", Int64(progress.globalStep))
         try progressGroup.setAttribute("samples_seen", Int64(progress.samplesSeen))
+        try progressGroup.setAttribute("epoch_loss_sum", progress.epochLossSum)
+        try progressGroup.setAttribute("epoch_samples", Int64(progress.epochSamples))
+        try progressGroup.setAttribute("epoch_seconds", progress.epochSeconds)
         try progressGroup.setAttribute("seed", Int64(bitPattern: config.schedule.seed))
-        // Every random stream is a pure function of (seed, purpose, epoch/step, rank): this names that scheme.
-        try progressGroup.setAttribute("rng", "splitmix64-counter(seed, purpose, epoch|step, rank)")
+        // Every random stream is a pure function of the seed, its purpose and an index (the epoch for shuffling,
+        // the layer for initialisation): there is no generator state to save, only this name of the scheme.
+        try progressGroup.setAttribute("rng", "splitmix64-counter(seed, purpose, epoch|layer)")
 
         let metricsGroup = try root.createGroup("metrics")
         try metricsGroup.write("epoch", integers: metrics.map { Int64($0.epoch) })
@@ -181,6 +190,15 @@ public struct Checkpoint {
         progress.stepInEpoch = Int(try progressGroup.integerAttribute("step_in_epoch"))
         progress.globalStep = Int(try progressGroup.integerAttribute("global_step"))
         progress.samplesSeen = Int(try progressGroup.integerAttribute("samples_seen"))
+        if progressGroup.hasAttribute("epoch_samples") {
+            progress.epochLossSum = try progressGroup.numberAttribute("epoch_loss_sum")
+            progress.epochSamples = Int(try progressGroup.integerAttribute("epoch_samples"))
+            progress.epochSeconds = try progressGroup.numberAttribute("epoch_seconds")
+        }
+        guard progress.epochsCompleted >= 0, progress.stepInEpoch >= 0, progress.globalStep >= 0, progress.samplesSeen >= 0,
+              progress.epochSamples >= 0, progress.epochLossSum.isFinite, progress.epochSeconds.isFinite else {
+            throw HDF5Error("\(path): /progress holds impossible values (epochs \(progress.epochsCompleted), step \(progress.stepInEpoch), global step \(progress.globalStep))")
+        }
 
         let metricsGroup = try root.group("metrics")
         func column(_ name: String) throws -> [Double] {
@@ -191,6 +209,10 @@ public struct Checkpoint {
         let epochs = try column("epoch")
         let columns = try ["global_step", "samples_seen", "train_loss", "val_loss", "val_mse", "samples_per_sec", "wall_time_s", "lr"].map(column)
         guard columns.allSatisfy({ $0.count == epochs.count }) else { throw HDF5Error("\(path): metrics columns differ in length") }
+        let counters = [epochs, columns[0], columns[1]].joined()
+        guard counters.allSatisfy({ $0.isFinite && $0 >= 0 && $0 < 1e15 }) else {
+            throw HDF5Error("\(path): /metrics holds impossible epoch, step or sample counts")
+        }
         let metrics = epochs.indices.map { i in
             EpochMetrics(epoch: Int(epochs[i]), globalStep: Int(columns[0][i]), samplesSeen: Int(columns[1][i]),
                          trainLoss: columns[2][i], valLoss: columns[3][i], valMSE: columns[4][i],

@@ -33,6 +33,8 @@ public final class SampleSet {
         guard dataset.shape.count >= 2 else {
             throw HDF5Error("\(location) has shape \(Self.describe(dataset.shape)); expected samples × features (N×D or N×H×W×C)")
         }
+        // Declared sizes come from the file: check them before multiplying or allocating anything.
+        try dataset.requirePlausibleSize(bytesPerValue: 1, compression: 1024)
         let range = rows ?? 0..<dataset.shape[0]
         guard !range.isEmpty else { throw HDF5Error("\(location) is empty (shape \(Self.describe(dataset.shape)))") }
         self.dataset = dataset

@@ -38,6 +38,13 @@ public final class HDF5File {
         self.id = id
     }
 
+    /// Whether this libhdf5 may be called from two threads (Debian's is built thread-safe; some cluster builds not).
+    public static var libraryIsThreadSafe: Bool {
+        _ = HDF5Library.ready
+        var flag: hbool_t = false
+        return H5is_library_threadsafe(&flag) >= 0 && flag
+    }
+
     /// Opens an existing file read-only.
     public static func open(_ path: String) throws -> HDF5File {
         _ = HDF5Library.ready
@@ -413,10 +420,11 @@ public final class HDF5Dataset: HDF5Object {
 
     /// Refuses a dataset that declares far more values than its file could hold uncompressed: a damaged or hostile
     /// file must be rejected before its declared size is allocated.
-    public func requirePlausibleSize(bytesPerValue: Int = 4) throws {
+    /// - Parameter compression: how many times its stored size the data may be (checkpoints are not compressed).
+    public func requirePlausibleSize(bytesPerValue: Int = 4, compression: Int = 64) throws {
         let fileBytes = file.byteSize
         let (declared, overflow) = count.multipliedReportingOverflow(by: bytesPerValue)
-        guard !overflow, declared <= 64 * fileBytes + (1 << 20) else {
+        guard !overflow, declared <= compression * fileBytes + (1 << 20) else {
             throw HDF5Error("\(location) declares \(shape.map(String.init).joined(separator: "×")) values, far more than the \(fileBytes)-byte file can hold; refusing to read it (damaged or not made by aedist)")
         }
     }

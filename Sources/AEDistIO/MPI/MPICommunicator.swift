@@ -76,6 +76,12 @@ public final class MPICommunicator: Communicator {
     /// What this rank announces; a send buffer must stay put until the send completes.
     private let announcedStep: UnsafeMutablePointer<Int64>
 
+    public func whileRootWorksAlone<T>(_ body: () throws -> T) rethrows -> T {
+        watchdog.setPatience(10)
+        defer { watchdog.setPatience(1) }
+        return try body()
+    }
+
     private func watched(_ operation: String, step: Int? = nil, _ call: () -> Int32) throws {
         watchdog.enter(operation, step: step, arrivals: step == nil ? nil : arrivals)
         let code = call()
@@ -149,6 +155,8 @@ final class CollectiveWatchdog: @unchecked Sendable {
     let rank: Int
     let size: Int
     let timeout: TimeInterval
+    /// Multiplies the timeout while rank 0 does I/O alone.
+    private var patience: Double = 1
     private let lock = NSLock()
     private var operation = ""
     private var step: Int?
@@ -161,6 +169,12 @@ final class CollectiveWatchdog: @unchecked Sendable {
         self.rank = rank
         self.size = size
         self.timeout = timeout
+    }
+
+    func setPatience(_ factor: Double) {
+        lock.lock()
+        patience = factor
+        lock.unlock()
     }
 
     func enter(_ operation: String, step: Int?, arrivals: UnsafeMutableBufferPointer<Int64>?) {
@@ -190,7 +204,7 @@ final class CollectiveWatchdog: @unchecked Sendable {
             Thread.sleep(forTimeInterval: 0.5)
             lock.lock()
             let grace = rank == 0 ? 0 : max(5, timeout / 4)
-            let expired = since.map { Date().timeIntervalSince($0) > timeout + grace } ?? false
+            let expired = since.map { Date().timeIntervalSince($0) > timeout * patience + grace } ?? false
             let message = expired ? describe() : ""
             lock.unlock()
             if expired {
@@ -202,7 +216,7 @@ final class CollectiveWatchdog: @unchecked Sendable {
 
     private func describe() -> String {
         let when = step.map { "of step \($0)" } ?? "after step \(lastStep)"
-        var message = "\(operation) \(when) did not complete within \(Int(timeout)) s"
+        var message = "\(operation) \(when) did not complete within \(Int(timeout * patience)) s"
         if rank == 0, let step, let arrivals {
             let arrived = (0..<size).filter { $0 == 0 || arrivals[$0] == Int64(step) }
             let missing = (0..<size).filter { !arrived.contains($0) }

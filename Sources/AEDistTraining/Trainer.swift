@@ -264,7 +264,7 @@ public final class Trainer {
         let lossName = config.loss.rawValue
         console.line("aedist: \(architecture.description); \(model.layout.totalCount) parameters")
         let dataName = config.data.path == nil ? "embedded MNIST subset \(config.data.trainDataset)" : trainSet.name
-        console.line("data: \(dataName) (\(trainSet.rowCount) samples\(trainSet.isCached ? ", in memory" : ", streamed")), validation: \(valSet.map { config.data.path == nil ? "embedded \(config.data.valDataset ?? "")" : $0.name } ?? "none"); \(comm.size) rank\(comm.size == 1 ? "" : "s"), global batch \(config.schedule.batchSize), \(schedule.stepsPerEpoch) steps/epoch, BLAS \(BLAS.coreName) × \(BLAS.threads) thread\(BLAS.threads == 1 ? "" : "s")")
+        console.line("data: \(dataName) (\(trainSet.rowCount) samples\(trainSet.isCached ? ", in memory" : ", streamed")), validation: \(valSet.map { config.data.path == nil && config.data.valFraction == nil ? "embedded \(config.data.valDataset ?? "")" : $0.name } ?? "none"); \(comm.size) rank\(comm.size == 1 ? "" : "s"), global batch \(config.schedule.batchSize), \(schedule.stepsPerEpoch) steps/epoch, BLAS \(BLAS.coreName) × \(BLAS.threads) thread\(BLAS.threads == 1 ? "" : "s")")
         if progress.epochsCompleted >= epochs {
             console.line("nothing to train: \(lastCheckpoint ?? "the checkpoint") is at epoch \(progress.epochsCompleted) and --epochs is \(epochs)")
             return summary(samplesPerSecond: history.last?.samplesPerSecond ?? 0)

@@ -9,11 +9,15 @@ final class BatchPrefetcher {
     struct Batch {
         let rows: UnsafePointer<Float>
         let count: Int
+        /// The sample index of each row, and the epoch: what per-sample noise is keyed by.
+        let sampleIndices: UnsafePointer<Int32>
+        let epoch: Int
     }
 
     /// One slot's outcome. Each box is touched by one thread at a time, in turns the semaphores enforce.
     private final class Outcome: @unchecked Sendable {
         var value: Result<Int, Error> = .success(0)
+        var epoch = 0
     }
 
     /// The fixed sequence of (epoch, step) to read, with the current epoch's sample order.
@@ -25,7 +29,7 @@ final class BatchPrefetcher {
         var order: [Int32] = []
         var orderEpoch = -1
 
-        mutating func next() -> (order: [Int32], step: Int)? {
+        mutating func next() -> (order: [Int32], epoch: Int, step: Int)? {
             if step >= schedule.stepsPerEpoch {
                 epoch += 1
                 step = 0
@@ -36,7 +40,7 @@ final class BatchPrefetcher {
                 orderEpoch = epoch
             }
             defer { step += 1 }
-            return (order, step)
+            return (order, epoch, step)
         }
     }
 
@@ -99,11 +103,12 @@ final class BatchPrefetcher {
 
     private func produce() {
         var produced = 0
-        while let (order, step) = positions.next() {
+        while let (order, epoch, step) = positions.next() {
             free.wait()
             if isCancelled { return }
             let slot = produced % 2
             outcomes[slot].value = Result { try fill(slot: slot, order: order, step: step) }
+            outcomes[slot].epoch = epoch
             produced += 1
             ready.signal()
             if case .failure = outcomes[slot].value { return }
@@ -130,9 +135,10 @@ final class BatchPrefetcher {
     /// The next batch; the one returned before is given back to the reader.
     func next() throws -> Batch {
         guard inBackground else {
-            guard let (order, step) = positions.next() else { throw RunFailure("no batch left to read (internal error)") }
+            guard let (order, epoch, step) = positions.next() else { throw RunFailure("no batch left to read (internal error)") }
             let count = try fill(slot: 0, order: order, step: step)
-            return Batch(rows: UnsafePointer(slots[0].pointer), count: count)
+            return Batch(rows: UnsafePointer(slots[0].pointer), count: count, sampleIndices: UnsafePointer(rowIndices[0].baseAddress!),
+                         epoch: epoch)
         }
         if holdsSlot { free.signal() }
         ready.wait()
@@ -140,7 +146,8 @@ final class BatchPrefetcher {
         let slot = consumed % 2
         consumed += 1
         let count = try outcomes[slot].value.get()
-        return Batch(rows: UnsafePointer(slots[slot].pointer), count: count)
+        return Batch(rows: UnsafePointer(slots[slot].pointer), count: count,
+                     sampleIndices: UnsafePointer(rowIndices[slot].baseAddress!), epoch: outcomes[slot].epoch)
     }
 
     func stop() {

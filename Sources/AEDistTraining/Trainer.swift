@@ -71,6 +71,9 @@ public final class Trainer {
     let validationRows: FlatBuffer
     /// Set in deterministic mode: exact sums of fixed micro-batches' gradients.
     let exactSum: ExactGradientSum?
+    /// Denoising: the corruption, and the corrupted inputs of a batch (the clean rows stay the targets).
+    let corruption: Corruption
+    let corruptedRows: FlatBuffer
 
     var progress = TrainingProgress()
     var history: [EpochMetrics] = []
@@ -125,6 +128,9 @@ public final class Trainer {
         model = Autoencoder(architecture: architecture, maxBatch: maxRowsPerRank, gradientTail: StepSlot.allCases.count)
         optimizer = Optimizer(config: config.optimizer, parameterCount: model.layout.totalCount)
         validationRows = FlatBuffer(count: maxRowsPerRank * architecture.inputSize)
+        corruption = try Corruption(config.model.noise)
+        corruptedRows = FlatBuffer(count: corruption == .none ? 1 : maxRowsPerRank * architecture.inputSize)
+        model.codeL1 = Float(config.model.l1Activity)
         let parameterCount = model.layout.totalCount, rows = maxRowsPerRank
         exactSum = microBatch.map { ExactGradientSum(parameterCount: parameterCount,
                                                      maxMicroBatchesPerRank: (rows + $0 - 1) / $0) }
@@ -302,8 +308,9 @@ public final class Trainer {
                 do {
                     try fault?.apply(rank: comm.rank, step: progress.globalStep + 1, parameters: model.parameters)
                     let batch = try prefetcher.next()
-                    let sums = exactSum == nil ? computeGradients(rows: batch.rows, count: batch.count)
-                        : computeMicroBatchGradients(rows: batch.rows, count: batch.count)
+                    let inputs = corrupt(batch.rows, count: batch.count, epoch: batch.epoch) { Int(batch.sampleIndices[$0]) }
+                    let sums = exactSum == nil ? computeGradients(inputs: inputs, targets: batch.rows, count: batch.count)
+                        : computeMicroBatchGradients(inputs: inputs, targets: batch.rows, count: batch.count)
                     tail[StepSlot.lossSum.rawValue] = Float(sums.loss)
                     tail[StepSlot.squaredErrorSum.rawValue] = Float(sums.squaredError)
                     tail[StepSlot.sampleCount.rawValue] = Float(batch.count)
@@ -399,6 +406,7 @@ public final class Trainer {
             if !validation.loss.isNaN {
                 line += String(format: "  val %@ %.4f", lossName, validation.loss)
                 if config.loss != .mse { line += String(format: "  val mse %.4f", validation.mse) }
+                if corruption != .none { line += String(format: " (noisy inputs: mse %.4f)", validation.noisyMSE) }
             }
             line += String(format: "  %.0f samples/s  %.2fs", rate, trainSeconds)
             console.line(line)
@@ -444,25 +452,41 @@ public final class Trainer {
     }
 
     /// Forward, loss and backward for this rank's rows; gradients accumulate into the model's buffer.
-    func computeGradients(rows: UnsafePointer<Float>, count: Int) -> Loss.Sums {
+    /// Denoising: corrupted copies of `rows` (each sample's noise keyed by its index); otherwise the rows themselves.
+    func corrupt(_ rows: UnsafePointer<Float>, count: Int, epoch: Int, sampleIndex: (Int) -> Int) -> UnsafePointer<Float> {
+        guard corruption != .none else { return rows }
+        corruption.apply(to: rows, count: count, width: architecture.inputSize, into: corruptedRows.pointer,
+                         seed: config.schedule.seed, epoch: epoch, sampleIndex: sampleIndex)
+        return UnsafePointer(corruptedRows.pointer)
+    }
+
+    /// The model on `inputs`, the loss against `targets` (the same rows unless denoising), and the sparsity penalty.
+    func evaluate(inputs: UnsafePointer<Float>, targets: UnsafePointer<Float>, count: Int, withGradient: Bool) -> Loss.Sums {
+        model.forward(input: inputs, batch: count)
+        var sums = Loss.evaluate(config.loss, outputActivation: architecture.outputActivation, logits: model.outputLogits,
+                                 output: model.reconstruction, target: targets, batch: count, width: architecture.inputSize,
+                                 gradient: withGradient ? model.outputGradient : nil)
+        sums.loss += model.codePenalty(batch: count)
+        return sums
+    }
+
+    func computeGradients(inputs: UnsafePointer<Float>, targets: UnsafePointer<Float>, count: Int) -> Loss.Sums {
         guard count > 0 else { return Loss.Sums() }
-        model.forward(input: rows, batch: count)
-        let sums = Loss.evaluate(config.loss, outputActivation: architecture.outputActivation, logits: model.outputLogits,
-                                 output: model.reconstruction, target: rows, batch: count, width: architecture.inputSize,
-                                 gradient: model.outputGradient)
-        model.backward(input: rows, batch: count)
+        let sums = evaluate(inputs: inputs, targets: targets, count: count, withGradient: true)
+        model.backward(input: inputs, batch: count)
         return sums
     }
 
     /// Deterministic mode: each micro-batch's gradient on its own, kept for the exact sum.
-    func computeMicroBatchGradients(rows: UnsafePointer<Float>, count: Int) -> Loss.Sums {
-        guard let exactSum else { return computeGradients(rows: rows, count: count) }
+    func computeMicroBatchGradients(inputs: UnsafePointer<Float>, targets: UnsafePointer<Float>, count: Int) -> Loss.Sums {
+        guard let exactSum else { return computeGradients(inputs: inputs, targets: targets, count: count) }
         exactSum.reset()
         var total = Loss.Sums()
         let microBatch = config.schedule.microBatch
         for start in stride(from: 0, to: count, by: microBatch) {
             model.gradients.pointer.update(repeating: 0, count: exactSum.parameterCount)
-            let sums = computeGradients(rows: rows + start * architecture.inputSize, count: min(microBatch, count - start))
+            let offset = start * architecture.inputSize
+            let sums = computeGradients(inputs: inputs + offset, targets: targets + offset, count: min(microBatch, count - start))
             exactSum.store(model.gradients)
             total.loss += sums.loss
             total.squaredError += sums.squaredError
@@ -471,29 +495,35 @@ public final class Trainer {
     }
 
     /// Mean loss and MSE over the whole validation set, each rank evaluating a contiguous share.
-    func validate() throws -> (loss: Double, mse: Double) {
-        guard let valSet else { return (.nan, .nan) }
+    /// Denoising models see validation inputs corrupted with noise fixed per sample and are scored against the
+    /// clean samples; `noisyMSE` is how far those inputs are from the clean ones (0 without noise).
+    func validate() throws -> (loss: Double, mse: Double, noisyMSE: Double) {
+        guard let valSet else { return (.nan, .nan, .nan) }
         let comm = communicator
         let mine = BatchSchedule.slice(of: 0..<valSet.rowCount, rank: comm.rank, size: comm.size)
-        var sums = [0.0, 0.0, 0.0]
+        let width = architecture.inputSize
+        var sums = [0.0, 0.0, 0.0, 0.0]
         try comm.together {
             var start = mine.lowerBound
             while start < mine.upperBound {
                 let chunk = start..<min(start + maxRowsPerRank, mine.upperBound)
                 try valSet.read(chunk, into: validationRows.pointer)
-                model.forward(input: validationRows.pointer, batch: chunk.count)
-                let chunkSums = Loss.evaluate(config.loss, outputActivation: architecture.outputActivation,
-                                              logits: model.outputLogits, output: model.reconstruction,
-                                              target: validationRows.pointer, batch: chunk.count,
-                                              width: architecture.inputSize, gradient: nil)
+                let inputs = corrupt(validationRows.pointer, count: chunk.count, epoch: Corruption.validationEpoch) { chunk.lowerBound + $0 }
+                let chunkSums = evaluate(inputs: inputs, targets: validationRows.pointer, count: chunk.count, withGradient: false)
                 sums[0] += chunkSums.loss
                 sums[1] += chunkSums.squaredError
                 sums[2] += Double(chunk.count)
+                if corruption != .none {
+                    for i in 0..<(chunk.count * width) {
+                        let difference = Double(inputs[i] - validationRows[i])
+                        sums[3] += difference * difference / Double(width)
+                    }
+                }
                 start = chunk.upperBound
             }
         }
         try comm.allReduceSum(&sums)
-        return (sums[0] / sums[2], sums[1] / sums[2])
+        return (sums[0] / sums[2], sums[1] / sums[2], sums[3] / sums[2])
     }
 
     func saveCheckpoint(isBest: Bool) throws {

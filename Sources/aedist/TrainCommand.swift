@@ -51,6 +51,10 @@ struct TrainCommand: ParsableCommand {
     var outputActivation: Activation?
     @Option(help: "Loss: bce (binary cross-entropy, from logits) or mse (default: bce).")
     var loss: LossKind?
+    @Option(help: ArgumentHelp("Denoising: corrupt inputs with gaussian:SIGMA (then clipped to [0, 1]) or mask:FRACTION; the target stays the clean sample (default: none).", valueName: "kind:amount"))
+    var noise: String?
+    @Option(help: ArgumentHelp("Sparse autoencoder: L1 activity penalty λ·Σ|code| per sample (default: 0).", valueName: "lambda"))
+    var l1Activity: Double?
 
     // Optimizer
     @Option(help: "Optimizer: sgd, adam, adamw, rmsprop (default: adam).")
@@ -136,6 +140,8 @@ struct TrainCommand: ParsableCommand {
         if let activation { c.model.activation = activation }
         if let outputActivation { c.model.outputActivation = outputActivation }
         if let loss { c.loss = loss }
+        if let noise { c.model.noise = noise }
+        if let l1Activity { c.model.l1Activity = l1Activity }
         if let optimizer { c.optimizer.kind = optimizer }
         if let lr { c.optimizer.learningRate = lr }
         if let momentum { c.optimizer.momentum = momentum }

@@ -193,3 +193,30 @@ final class TrainingExtrasTests: XCTestCase {
         XCTAssertGreaterThan(a, b + 0.01, "clipping to a tiny norm should slow learning: clipped \(a), free \(b)")
     }
 }
+
+/// Denoising and sparse autoencoders.
+final class AutoencoderVariantTests: XCTestCase {
+    func testDenoisingOutputIsCloserToTheCleanInputsThanTheNoisyInputsAre() throws {
+        let folder = Harness.temporaryDirectory()
+        let outcome = try Harness.aedist(ranks: 2, ["train", "--noise", "gaussian:0.5", "--model", "dense:784-128-64", "--epochs", "5",
+                                                    "--checkpoint-dir", folder])
+        assertSucceeded(outcome)
+        let last = try XCTUnwrap(outcome.stdout.split(separator: "\n").last { $0.hasPrefix("epoch 5/5") })
+        let valMSE = try Harness.metrics(in: folder).last!["val_mse"]!
+        let noisy = try XCTUnwrap(last.range(of: "noisy inputs: mse ").map { Double(last[$0.upperBound...].prefix(6)) ?? .nan })
+        XCTAssertLessThan(valMSE, noisy / 2, "denoised \(valMSE) vs noisy inputs \(noisy)")
+        XCTAssertTrue(try Harness.aedist(ranks: nil, ["inspect", "\(folder)/latest.h5"]).stdout.contains("\"noise\" : \"gaussian:0.5\""))
+    }
+
+    func testL1ActivityPenaltyMakesTheCodeSparser() throws {
+        var codeSums: [Double] = []
+        for lambda in ["0", "0.01"] {
+            let folder = Harness.temporaryDirectory()
+            assertSucceeded(try Harness.aedist(ranks: 2, ["train", "--l1-activity", lambda, "--epochs", "3", "--checkpoint-dir", folder]))
+            assertSucceeded(try Harness.aedist(ranks: nil, ["encode", "\(folder)/latest.h5", "--output", "\(folder)/codes.h5"]))
+            let stats = try Harness.python(["stats", "\(folder)/codes.h5", "/codes"]).stdout
+            codeSums.append(Double(stats.split(separator: " ")[3]) ?? .nan)
+        }
+        XCTAssertLessThan(codeSums[1], codeSums[0] * 0.7, "Σ|code| without and with the penalty: \(codeSums)")
+    }
+}

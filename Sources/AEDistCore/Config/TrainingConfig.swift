@@ -59,6 +59,8 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
         if loss == .bce && architecture.outputActivation != .sigmoid {
             try fail("--loss bce needs a sigmoid output (--output-activation sigmoid); the model's output is \(architecture.outputActivation.rawValue)")
         }
+        _ = try Corruption(model.noise)
+        if !(model.l1Activity >= 0 && model.l1Activity.isFinite) { try fail("--l1-activity must be 0 or more (got \(model.l1Activity))") }
         if schedule.batchSize < 1 { try fail("--batch-size must be at least 1 (got \(schedule.batchSize))") }
         if !(schedule.warmupEpochs >= 0 && schedule.warmupEpochs.isFinite) { try fail("--warmup-epochs must be 0 or more (got \(schedule.warmupEpochs))") }
         if schedule.stepEpochs < 1 { try fail("--step-epochs must be at least 1 (got \(schedule.stepEpochs))") }
@@ -117,12 +119,16 @@ public struct ModelConfig: Codable, Equatable, Sendable {
     /// Activation of every hidden layer (the code included) unless the spec says otherwise.
     public var activation = Activation.relu
     public var outputActivation = Activation.sigmoid
+    /// Denoising: "none", "gaussian:SIGMA" or "mask:FRACTION" applied to training (and validation) inputs.
+    public var noise = "none"
+    /// Sparse autoencoder: weight λ of the L1 activity penalty λ·Σ|code| added to each sample's loss.
+    public var l1Activity = 0.0
 
     public init() {}
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case spec, activation
-        case outputActivation = "output_activation"
+        case spec, activation, noise
+        case outputActivation = "output_activation", l1Activity = "l1_activity"
     }
 
     public init(from decoder: Decoder) throws {
@@ -130,6 +136,8 @@ public struct ModelConfig: Codable, Equatable, Sendable {
         spec = try c.decodeIfPresent(String.self, forKey: .spec) ?? spec
         activation = try c.decodeIfPresent(Activation.self, forKey: .activation) ?? activation
         outputActivation = try c.decodeIfPresent(Activation.self, forKey: .outputActivation) ?? outputActivation
+        noise = try c.decodeIfPresent(String.self, forKey: .noise) ?? noise
+        l1Activity = try c.decodeIfPresent(Double.self, forKey: .l1Activity) ?? l1Activity
     }
 }
 

@@ -8,6 +8,9 @@ public final class Autoencoder {
     public let parameters: FlatBuffer
     public let gradients: FlatBuffer
     public let maxBatch: Int
+    /// Weight of the L1 activity penalty on the code (sparse autoencoders); its gradient λ·sign(code) joins the
+    /// backward pass where it crosses the code.
+    public var codeL1: Float = 0
 
     /// Per layer: z (pre-activation) and y = f(z), each maxBatch × outputSize.
     private let preActivations: [FlatBuffer]
@@ -58,6 +61,14 @@ public final class Autoencoder {
     /// The code (encoder output) rows of the last forward pass.
     public var code: UnsafePointer<Float> { UnsafePointer(outputs[architecture.encoderDepth - 1].pointer) }
 
+    /// λ·Σ|code| over the last forward pass's `batch` rows: the sparsity penalty's share of the loss sum.
+    public func codePenalty(batch: Int) -> Double {
+        guard codeL1 > 0 else { return 0 }
+        var sum = 0.0
+        for i in 0..<(batch * architecture.codeSize) { sum += Double(abs(code[i])) }
+        return Double(codeL1) * sum
+    }
+
     /// A buffer the loss writes dL/dz of the output layer into, for `backward`.
     public var outputGradient: UnsafeMutablePointer<Float> { gradientScratch.0.pointer }
 
@@ -71,6 +82,9 @@ public final class Autoencoder {
             layer.backward(input: layerInput, batch: batch, preActivationGradient: dz, parameters: parameters.pointer,
                            gradients: gradients.pointer, inputGradient: index == 0 ? nil : spare)
             if index > 0 {
+                if index == architecture.encoderDepth && codeL1 > 0 {
+                    for i in 0..<(batch * layer.inputSize) where layerInput[i] != 0 { spare[i] += layerInput[i] > 0 ? codeL1 : -codeL1 }
+                }
                 layers[index - 1].spec.activation.backward(outputs: layerInput, gradient: spare,
                                                            count: batch * layer.inputSize)
                 swap(&dz, &spare)

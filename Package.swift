@@ -25,9 +25,12 @@ let package = Package(
         .target(name: "CHDF5", dependencies: ["CHDF5Library"], path: "Sources/Shims/CHDF5"),
         .target(name: "CBLAS", dependencies: ["COpenBLAS"], path: "Sources/Shims/CBLAS"),
         .target(name: "CSignals", path: "Sources/Shims/CSignals"),
+        .systemLibrary(name: "CPNGLibrary", path: "Sources/Shims/CPNGLibrary", pkgConfig: "libpng",
+                       providers: [.apt(["libpng-dev"])]),
+        .target(name: "CPNG", dependencies: ["CPNGLibrary"], path: "Sources/Shims/CPNG"),
 
         .target(name: "AEDistCore", dependencies: ["CBLAS"]),
-        .target(name: "AEDistIO", dependencies: ["AEDistCore", "CMPI", "CHDF5"]),
+        .target(name: "AEDistIO", dependencies: ["AEDistCore", "CMPI", "CHDF5", "CPNG"]),
         .target(name: "AEDistTraining", dependencies: ["AEDistCore", "AEDistIO", "CSignals", .product(name: "Yams", package: "Yams")],
                 resources: [.copy("Resources/mnist5k.h5")]),
         .executableTarget(name: "aedist", dependencies: [

@@ -51,6 +51,26 @@ public final class TrainedModel {
         }
     }
 
+    /// `count` samples spread evenly over the set (data sets are often sorted by class) above their
+    /// reconstructions, as a PNG picture (this rank only; no collective).
+    public func writeComparisonPNG(of set: SampleSet, count: Int, to path: String) throws {
+        let shape = set.sampleShape
+        guard shape.count == 2 || (shape.count == 3 && [1, 3].contains(shape[2])) else {
+            throw RunFailure("--png needs images (samples of shape H×W, H×W×1 or H×W×3); \(set.name) has samples of shape \(shape.map(String.init).joined(separator: "×"))")
+        }
+        let rows = min(count, set.rowCount, Self.rowsPerPass)
+        let width = set.rowWidth
+        let inputs = FlatBuffer(count: rows * width)
+        for index in 0..<rows {
+            let row = index * set.rowCount / rows
+            try set.read(row..<(row + 1), into: inputs.pointer + index * width)
+        }
+        model.forward(input: inputs.pointer, batch: rows)
+        let originals = (0..<rows).map { Array(UnsafeBufferPointer(start: inputs.pointer + $0 * width, count: width)) }
+        let reconstructions = (0..<rows).map { Array(UnsafeBufferPointer(start: model.reconstruction + $0 * width, count: width)) }
+        try Pictures.grid([originals, reconstructions], shape: shape.count == 2 ? shape + [1] : shape).writePNG(to: path)
+    }
+
     /// Per-sample reconstruction error (mean squared error over the sample's values), on every rank.
     public func scores(of set: SampleSet) throws -> [Double] {
         var scores = [Double](repeating: 0, count: set.rowCount)

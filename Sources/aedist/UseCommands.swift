@@ -73,6 +73,10 @@ struct ReconstructCommand: ParsableCommand {
     var output: String
     @Option(help: ArgumentHelp("Dataset name in the output (default: /reconstructions).", valueName: "path"))
     var outputDataset = "/reconstructions"
+    @Option(help: ArgumentHelp("Also draw samples spread over the set (top row) above their reconstructions (bottom row) to this PNG.", valueName: "file.png"))
+    var png: String?
+    @Option(help: ArgumentHelp("How many samples the PNG shows (default: 10).", valueName: "n"))
+    var pngCount = 10
 
     func run() throws {
         try runOnEveryRank { world, console in
@@ -80,6 +84,10 @@ struct ReconstructCommand: ParsableCommand {
             let samples = try model.open(data: input.data, dataset: input.dataset, scale: input.scale)
             try model.write(.reconstructions, of: samples, to: output, name: outputDataset)
             console.line("wrote \(samples.rowCount) reconstructions to \(output):\(outputDataset)")
+            if let png {
+                try world.together { if world.isRoot { try model.writeComparisonPNG(of: samples, count: pngCount, to: png) } }
+                console.line("drew \(min(pngCount, samples.rowCount, 256)) samples above their reconstructions in \(png)")
+            }
         }
     }
 }

@@ -80,3 +80,43 @@ final class UseTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: "/tmp/never.h5"))
     }
 }
+
+/// PNG pictures through libpng: a grid of samples over reconstructions, and loss curves.
+final class PictureTests: XCTestCase {
+    /// Width and height from a PNG file's header, which must be a PNG's.
+    func pngSize(_ path: String) throws -> (Int, Int) {
+        let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        XCTAssertEqual(Array(bytes.prefix(8)), [137, 80, 78, 71, 13, 10, 26, 10], "not a PNG")
+        func word(_ at: Int) -> Int { bytes[at..<(at + 4)].reduce(0) { $0 << 8 | Int($1) } }
+        return (word(16), word(20))
+    }
+
+    func testReconstructionGridAndLossCurves() throws {
+        let folder = Harness.temporaryDirectory()
+        assertSucceeded(try Harness.aedist(ranks: 2, ["train", "--epochs", "2", "--checkpoint-dir", folder]))
+        let grid = "\(folder)/grid.png", curves = "\(folder)/loss.png"
+        assertSucceeded(try Harness.aedist(ranks: 2, ["reconstruct", "\(folder)/latest.h5", "--output", "\(folder)/rec.h5",
+                                                      "--png", grid, "--png-count", "8"]))
+        // 8 columns and 2 rows of 28×28 images zoomed twice, 2-pixel gaps.
+        let (width, height) = try pngSize(grid)
+        XCTAssertEqual(width, 2 + 8 * (56 + 2))
+        XCTAssertEqual(height, 2 + 2 * (56 + 2))
+        let plot = try Harness.aedist(ranks: nil, ["plot", "\(folder)/latest.h5", "--output", curves])
+        assertSucceeded(plot)
+        XCTAssertTrue(plot.stdout.contains("drew 2 epochs of bce loss"), plot.stdout)
+        XCTAssertEqual(try pngSize(curves).0, 640)
+    }
+
+    func testPNGOfNonImageDataIsRefused() throws {
+        let folder = Harness.temporaryDirectory()
+        let data = "\(folder)/floats.h5"
+        assertSucceeded(try Harness.python(["make-data", "float64", data]))
+        assertSucceeded(try Harness.aedist(ranks: nil, ["train", "--data", data, "--train-dataset", "/features", "--val-dataset", "none",
+                                                        "--model", "dense:20-4", "--loss", "mse", "--epochs", "1", "--checkpoint-dir", folder]))
+        let outcome = try Harness.aedist(ranks: 2, ["reconstruct", "\(folder)/latest.h5", "--data", data, "--dataset", "/features",
+                                                    "--output", "\(folder)/rec.h5", "--png", "\(folder)/grid.png"])
+        XCTAssertEqual(outcome.status, 1, "\(outcome)")
+        XCTAssertEqual(outcome.errorLines.count, 1, "\(outcome)")
+        XCTAssertTrue(outcome.stderr.contains("--png needs images"), outcome.stderr)
+    }
+}

@@ -301,19 +301,27 @@ public final class Trainer {
             var epochLoss = progress.epochLossSum, epochSamples = progress.epochSamples
             let epochSecondsBefore = progress.epochSeconds
             let firstStep = progress.stepInEpoch
-            for step in progress.stepInEpoch..<schedule.stepsPerEpoch {
+            var nextStep = progress.stepInEpoch
+            while nextStep < schedule.stepsPerEpoch {
+                // One optimizer step over `accumulation` consecutive global batches (fewer at an epoch's end):
+                // their gradients add up locally and cross the network once.
+                let group = nextStep..<min(nextStep + config.schedule.accumulation, schedule.stepsPerEpoch)
+                nextStep = group.upperBound
+                let step = group.upperBound - 1
                 let stepStart = Date()
                 gradients.fill(0)
                 var localError: Error?
                 do {
-                    try fault?.apply(rank: comm.rank, step: progress.globalStep + 1, parameters: model.parameters)
-                    let batch = try prefetcher.next()
-                    let inputs = corrupt(batch.rows, count: batch.count, epoch: batch.epoch) { Int(batch.sampleIndices[$0]) }
-                    let sums = exactSum == nil ? computeGradients(inputs: inputs, targets: batch.rows, count: batch.count)
-                        : computeMicroBatchGradients(inputs: inputs, targets: batch.rows, count: batch.count)
-                    tail[StepSlot.lossSum.rawValue] = Float(sums.loss)
-                    tail[StepSlot.squaredErrorSum.rawValue] = Float(sums.squaredError)
-                    tail[StepSlot.sampleCount.rawValue] = Float(batch.count)
+                    for offset in 0..<group.count {
+                        try fault?.apply(rank: comm.rank, step: progress.globalStep + 1 + offset, parameters: model.parameters)
+                        let batch = try prefetcher.next()
+                        let inputs = corrupt(batch.rows, count: batch.count, epoch: batch.epoch) { Int(batch.sampleIndices[$0]) }
+                        let sums = exactSum == nil ? computeGradients(inputs: inputs, targets: batch.rows, count: batch.count)
+                            : computeMicroBatchGradients(inputs: inputs, targets: batch.rows, count: batch.count)
+                        tail[StepSlot.lossSum.rawValue] += Float(sums.loss)
+                        tail[StepSlot.squaredErrorSum.rawValue] += Float(sums.squaredError)
+                        tail[StepSlot.sampleCount.rawValue] += Float(batch.count)
+                    }
                 } catch {
                     localError = error
                     tail[StepSlot.failedRanks.rawValue] = 1
@@ -330,19 +338,19 @@ public final class Trainer {
                 // only the statistics and the gradients follow as an exact sum.
                 let reduced = exactSum == nil ? gradients.buffer
                     : UnsafeMutableBufferPointer(start: tail, count: StepSlot.allCases.count)
-                try comm.allReduceGradients(reduced, step: progress.globalStep + 1)
+                try comm.allReduceGradients(reduced, step: progress.globalStep + group.count)
                 if tail[StepSlot.failedRanks.rawValue] > 0 {
                     try comm.agreeOnFailure(localError)
                 }
                 let globalCount = Int(tail[StepSlot.sampleCount.rawValue].rounded())
                 if let exactSum {
                     let microBatches = (globalCount + config.schedule.microBatch - 1) / config.schedule.microBatch
-                    try exactSum.reduce(into: gradients, totalMicroBatches: microBatches, step: progress.globalStep + 1,
+                    try exactSum.reduce(into: gradients, totalMicroBatches: microBatches, step: progress.globalStep + group.count,
                                         communicator: comm)
                 }
                 let stepLoss = Double(tail[StepSlot.lossSum.rawValue]) / Double(max(globalCount, 1))
                 guard stepLoss.isFinite else {
-                    throw RunFailure("the training loss became \(stepLoss) at epoch \(epoch + 1), step \(step + 1) (global step \(progress.globalStep + 1)); try a smaller --lr. \(lastCheckpoint.map { "The last good checkpoint is \($0)." } ?? "No checkpoint was written.")")
+                    throw RunFailure("the training loss became \(stepLoss) at epoch \(epoch + 1), step \(step + 1) (global step \(progress.globalStep + group.count)); try a smaller --lr. \(lastCheckpoint.map { "The last good checkpoint is \($0)." } ?? "No checkpoint was written.")")
                 }
                 let scale = 1 / Float(max(globalCount, 1))
                 for i in 0..<parameterCount { gradients.pointer[i] *= scale }
@@ -350,8 +358,8 @@ public final class Trainer {
                 learningRate = currentLearningRate()
                 optimizer.step(parameters: model.parameters, gradients: gradients, learningRate: learningRate)
 
-                progress.globalStep += 1
-                progress.stepInEpoch = step + 1
+                progress.globalStep += group.count
+                progress.stepInEpoch = group.upperBound
                 progress.samplesSeen += globalCount
                 epochLoss += Double(tail[StepSlot.lossSum.rawValue])
                 epochSamples += globalCount
@@ -360,7 +368,7 @@ public final class Trainer {
                 console.progress(String(format: "epoch %d/%d  step %d/%d  %@ %.4f  %.0f samples/s  ETA %.0fs", epoch + 1, epochs,
                                         step + 1, schedule.stepsPerEpoch, lossName, epochLoss / Double(max(epochSamples, 1)),
                                         Double(epochSamples) / max(elapsed, 1e-9), remaining))
-                if config.run.driftCheckEvery > 0 && progress.globalStep % config.run.driftCheckEvery == 0 {
+                if crossedMultiple(of: config.run.driftCheckEvery, steps: group.count) {
                     _ = try verifyReplicasIdentical()
                 }
                 stopPolicy.recordStep(Date().timeIntervalSince(stepStart))
@@ -369,7 +377,7 @@ public final class Trainer {
                                                      signalRanks: tail[StepSlot.signalRanks.rawValue])
                 }
                 let midEpoch = progress.stepInEpoch < schedule.stepsPerEpoch
-                if midEpoch, stopReason != nil || (config.run.checkpointEvery > 0 && progress.globalStep % config.run.checkpointEvery == 0) {
+                if midEpoch, stopReason != nil || crossedMultiple(of: config.run.checkpointEvery, steps: group.count) {
                     progress.epochLossSum = epochLoss
                     progress.epochSamples = epochSamples
                     progress.epochSeconds = epochSecondsBefore + Date().timeIntervalSince(epochStart)
@@ -419,6 +427,11 @@ public final class Trainer {
         // The first epoch pays for warm-up (page faults, BLAS buffers): report the median of the rest.
         let steady = epochRates.count > 1 ? Array(epochRates.dropFirst()) : epochRates
         return summary(samplesPerSecond: steady.sorted()[steady.count / 2])
+    }
+
+    /// Whether the last `steps` steps passed a multiple of `interval` (0: never).
+    func crossedMultiple(of interval: Int, steps: Int) -> Bool {
+        interval > 0 && progress.globalStep / interval != (progress.globalStep - steps) / interval
     }
 
     /// The scheduled rate for the next step, from the position in the data (so resumes and rank counts agree).

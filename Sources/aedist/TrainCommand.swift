@@ -103,6 +103,8 @@ struct TrainCommand: ParsableCommand {
     var deterministic = false
     @Option(help: ArgumentHelp("Samples per micro-batch with --deterministic (default: 32).", valueName: "n"))
     var microBatch: Int?
+    @Option(help: ArgumentHelp("Add up the gradients of this many global batches before each optimizer step: one all-reduce per step, an effective batch this many times larger (default: 1).", valueName: "k"))
+    var accumulate: Int?
 
     // Checkpoints
     @Option(help: ArgumentHelp("Folder for checkpoints and metrics.csv (default: checkpoints).", valueName: "dir"))
@@ -164,6 +166,7 @@ struct TrainCommand: ParsableCommand {
         if let seed { c.schedule.seed = seed }
         if deterministic { c.schedule.deterministic = true }
         if let microBatch { c.schedule.microBatch = microBatch }
+        if let accumulate { c.schedule.accumulation = accumulate }
         if let checkpointDir { c.run.checkpointDir = checkpointDir }
         if let keep { c.run.keep = keep }
         if let checkpointEvery { c.run.checkpointEvery = checkpointEvery }

@@ -220,3 +220,24 @@ final class AutoencoderVariantTests: XCTestCase {
         XCTAssertLessThan(codeSums[1], codeSums[0] * 0.7, "Σ|code| without and with the penalty: \(codeSums)")
     }
 }
+
+extension TrainingExtrasTests {
+    /// Two batches of 128 accumulated are one batch of 256: the same samples (the order depends only on seed and
+    /// epoch) and the same mean gradient, up to float rounding.
+    func testGradientAccumulationEqualsTheLargerBatch() throws {
+        let accumulated = Harness.temporaryDirectory(), large = Harness.temporaryDirectory()
+        assertSucceeded(try Harness.aedist(ranks: 2, ["train", "--epochs", "2", "--batch-size", "128", "--accumulate", "2",
+                                                      "--checkpoint-dir", accumulated]))
+        assertSucceeded(try Harness.aedist(ranks: 2, ["train", "--epochs", "2", "--batch-size", "256", "--checkpoint-dir", large]))
+        let comparison = try Harness.python(["compare", "\(accumulated)/latest.h5", "\(large)/latest.h5"])
+        let difference = Double(comparison.stdout.split(separator: " ")[1]) ?? .infinity
+        XCTAssertLessThan(difference, 1e-4, comparison.stdout)
+        let a = try Harness.metrics(in: accumulated), b = try Harness.metrics(in: large)
+        XCTAssertEqual(a.last!["val_loss"]!, b.last!["val_loss"]!, accuracy: 1e-4)
+        XCTAssertEqual(a.last!["global_step"], 64, "global steps count batches")
+        // The optimizer took one step per pair: Adam's step counter says so.
+        let inspect = try Harness.aedist(ranks: nil, ["inspect", "--json", "\(accumulated)/latest.h5"])
+        let object = try JSONSerialization.jsonObject(with: Data(inspect.stdout.utf8)) as! [String: Any]
+        XCTAssertEqual((object["optimizer"] as? [String: Any])?["step"] as? Int, 32)
+    }
+}

@@ -72,6 +72,10 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
         if schedule.earlyStoppingPatience > 0 && data.valDataset == nil && data.valFraction == nil {
             try fail("--early-stopping-patience needs a validation set (--val-dataset or --val-fraction)")
         }
+        if schedule.accumulation < 1 { try fail("--accumulate must be at least 1 batch (got \(schedule.accumulation))") }
+        if schedule.accumulation > 1 && schedule.deterministic {
+            try fail("--accumulate with --deterministic is not supported yet; use a larger --batch-size instead")
+        }
         if schedule.microBatch < 1 { try fail("--micro-batch must be at least 1 (got \(schedule.microBatch))") }
         if schedule.epochs < 0 { try fail("--epochs must be 0 or more (got \(schedule.epochs))") }
         if !(optimizer.learningRate > 0) || !optimizer.learningRate.isFinite {
@@ -236,6 +240,8 @@ public struct ScheduleConfig: Codable, Equatable, Sendable {
     public var deterministic = false
     /// Samples per micro-batch in deterministic mode.
     public var microBatch = 32
+    /// Global batches whose gradients add up before each optimizer step (one all-reduce per step).
+    public var accumulation = 1
     public var lrSchedule = LearningRateSchedule.constant
     /// Linear warm-up from (almost) 0 to lr over this many epochs (fractions allowed), as Horovod recommends when
     /// the global batch grows with the ranks; the very first step runs at lr/1000.
@@ -254,7 +260,7 @@ public struct ScheduleConfig: Codable, Equatable, Sendable {
     public enum LearningRateSchedule: String, Codable, CaseIterable, Sendable { case constant, step, cosine }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case epochs, seed, deterministic, gamma
+        case epochs, seed, deterministic, gamma, accumulation
         case batchSize = "batch_size", microBatch = "micro_batch", lrSchedule = "lr_schedule"
         case warmupEpochs = "warmup_epochs", stepEpochs = "step_epochs", minLR = "min_lr"
         case earlyStoppingPatience = "early_stopping_patience", minDelta = "min_delta"
@@ -282,6 +288,7 @@ public struct ScheduleConfig: Codable, Equatable, Sendable {
         seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? seed
         deterministic = try c.decodeIfPresent(Bool.self, forKey: .deterministic) ?? deterministic
         microBatch = try c.decodeIfPresent(Int.self, forKey: .microBatch) ?? microBatch
+        accumulation = try c.decodeIfPresent(Int.self, forKey: .accumulation) ?? accumulation
         lrSchedule = try c.decodeIfPresent(LearningRateSchedule.self, forKey: .lrSchedule) ?? lrSchedule
         warmupEpochs = try c.decodeIfPresent(Double.self, forKey: .warmupEpochs) ?? warmupEpochs
         stepEpochs = try c.decodeIfPresent(Int.self, forKey: .stepEpochs) ?? stepEpochs

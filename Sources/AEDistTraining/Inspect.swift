@@ -112,7 +112,11 @@ public struct CheckpointReport {
             lines.append("")
             lines.append("model       \(config.model.spec)  (\(parameterCount) parameters, loss \(config.loss.rawValue))")
             for layer in architecture.layers {
-                lines.append("  \(layer.name.padding(toLength: 12, withPad: " ", startingAt: 0)) \(layer.inputSize) → \(layer.outputSize)  \(layer.activation.rawValue)")
+                if case .dense = layer.kind {
+                    lines.append("  \(layer.name.padding(toLength: 12, withPad: " ", startingAt: 0)) \(layer.inputSize) → \(layer.outputSize)  \(layer.activation.rawValue)")
+                } else {
+                    lines.append("  \(layer.description)")
+                }
             }
             let o = config.optimizer
             lines.append("optimizer   \(optimizerName)  lr \(o.learningRate)  step \(optimizerStep)" + Self.optimizerDetails(o))

@@ -15,18 +15,8 @@ public struct DenseLayer: Sendable {
         guard batch > 0 else { return }
         BLAS.gemm(transposeB: true, m: batch, n: outputSize, k: inputSize, a: input, lda: inputSize,
                   b: parameters + weightOffset, ldb: inputSize, beta: 0, c: preActivation, ldc: outputSize)
-        let bias = parameters + biasOffset
-        let activation = spec.activation
-        // Bias and activation in one pass over the freshly written (cache-warm) rows.
-        for row in 0..<batch {
-            let z = preActivation + row * outputSize
-            let y = output + row * outputSize
-            switch activation {
-            case .relu: for j in 0..<outputSize { let v = z[j] + bias[j]; z[j] = v; y[j] = v > 0 ? v : 0 }
-            case .linear: for j in 0..<outputSize { let v = z[j] + bias[j]; z[j] = v; y[j] = v }
-            default: for j in 0..<outputSize { let v = z[j] + bias[j]; z[j] = v; y[j] = activation.apply(v) }
-            }
-        }
+        applyBiasAndActivation(preActivation: preActivation, output: output, rows: batch, width: outputSize,
+                               bias: parameters + biasOffset, activation: spec.activation)
     }
 
     /// Given dL/dz for this layer's rows: dW += dzᵀ·x, db += Σ dz, and (when `inputGradient` is given)
@@ -52,9 +42,22 @@ public struct DenseLayer: Sendable {
     /// leave them small; zero keeps the stream independent of the bias count).
     public func initialize(parameters: UnsafeMutablePointer<Float>, seed: UInt64, layerIndex: Int) {
         var random = RandomStream(seed: seed, RandomStream.Purpose.initialization.rawValue, UInt64(layerIndex))
-        let bound = spec.activation.initialization.bound(fanIn: inputSize, fanOut: outputSize)
+        let bound = spec.activation.initialization.bound(fanIn: spec.fan.in, fanOut: spec.fan.out)
         let weights = parameters + weightOffset
         for i in 0..<(inputSize * outputSize) { weights[i] = (2 * random.nextUnitFloat() - 1) * bound }
         (parameters + biasOffset).update(repeating: 0, count: outputSize)
+    }
+}
+
+/// z += bias and y = f(z) in one pass over the freshly written (cache-warm) rows of a GEMM's result.
+func applyBiasAndActivation(preActivation z: UnsafeMutablePointer<Float>, output y: UnsafeMutablePointer<Float>, rows: Int,
+                            width: Int, bias: UnsafePointer<Float>, activation: Activation) {
+    for row in 0..<rows {
+        let z = z + row * width, y = y + row * width
+        switch activation {
+        case .relu: for j in 0..<width { let v = z[j] + bias[j]; z[j] = v; y[j] = v > 0 ? v : 0 }
+        case .linear: for j in 0..<width { let v = z[j] + bias[j]; z[j] = v; y[j] = v }
+        default: for j in 0..<width { let v = z[j] + bias[j]; z[j] = v; y[j] = activation.apply(v) }
+        }
     }
 }

@@ -1,73 +1,200 @@
-/// The resolved shape of an autoencoder: the layer list a model spec stands for.
-public struct ModelArchitecture: Equatable, Sendable {
-    public struct DenseLayerSpec: Equatable, Sendable {
-        public var name: String
-        public var inputSize: Int
-        public var outputSize: Int
-        public var activation: Activation
+/// One layer of a model: what it computes and the per-sample shapes it maps between ([D], or [H, W, C] for images).
+public struct LayerSpec: Equatable, Sendable {
+    public enum Kind: Equatable, Sendable {
+        case dense
+        /// k×k convolution with `filters` outputs, NHWC; "same" padding keeps H×W at stride 1 (as Keras).
+        case conv(filters: Int, kernel: Int, stride: Int, samePadding: Bool)
+        /// Max over non-overlapping size×size windows ("valid": a ragged edge is dropped, as Keras).
+        case maxPool(size: Int)
+        /// Nearest-neighbour upsampling by `factor` in height and width.
+        case upSample(factor: Int)
     }
 
-    public var layers: [DenseLayerSpec]
+    public var name: String
+    public var kind: Kind
+    public var inputShape: [Int]
+    public var outputShape: [Int]
+    public var activation: Activation
+
+    public var inputSize: Int { inputShape.reduce(1, *) }
+    public var outputSize: Int { outputShape.reduce(1, *) }
+
+    /// Parameter tensors in buffer order: PyTorch's orientation for dense ([out, in]); [filters, k, k, in] for conv.
+    public var parameterShapes: [(name: String, shape: [Int])] {
+        switch kind {
+        case .dense: return [("weight", [outputSize, inputSize]), ("bias", [outputSize])]
+        case .conv(let filters, let kernel, _, _): return [("weight", [filters, kernel, kernel, inputShape[2]]), ("bias", [filters])]
+        case .maxPool, .upSample: return []
+        }
+    }
+
+    /// Inputs and outputs each weight connects, for Glorot/He initialisation (Keras's receptive-field counting).
+    public var fan: (in: Int, out: Int) {
+        switch kind {
+        case .conv(let filters, let kernel, _, _): return (kernel * kernel * inputShape[2], kernel * kernel * filters)
+        default: return (inputSize, outputSize)
+        }
+    }
+
+    public var description: String {
+        let shapes = "\(inputShape.map(String.init).joined(separator: "×"))→\(outputShape.map(String.init).joined(separator: "×"))"
+        switch kind {
+        case .dense: return "\(name) \(shapes) \(activation.rawValue)"
+        case .conv(let filters, let kernel, let stride, let same):
+            return "\(name) conv \(kernel)×\(kernel)×\(filters)\(stride > 1 ? " stride \(stride)" : "")\(same ? "" : " valid") \(shapes) \(activation.rawValue)"
+        case .maxPool(let size): return "\(name) maxpool \(size) \(shapes)"
+        case .upSample(let factor): return "\(name) upsample \(factor) \(shapes)"
+        }
+    }
+}
+
+/// The resolved shape of an autoencoder: the layer list a model spec stands for.
+public struct ModelArchitecture: Equatable, Sendable {
+    public typealias DenseLayerSpec = LayerSpec
+
+    public var layers: [LayerSpec]
     /// How many of `layers` make the encoder; the rest decode.
     public var encoderDepth: Int
 
     public var inputSize: Int { layers.first!.inputSize }
+    public var inputShape: [Int] { layers.first!.inputShape }
     public var codeSize: Int { layers[encoderDepth - 1].outputSize }
     public var outputActivation: Activation { layers.last!.activation }
+
+    static let examples = "e.g. dense:784-128-64, dense:784-256:tanh-32:linear, or conv:28x28x1/c32-p2-c32-p2/c32-u2-c32-u2-c1"
 
     public init(_ config: ModelConfig) throws {
         let spec = config.spec
         func fail(_ why: String) -> ConfigError {
-            ConfigError("invalid --model '\(spec)': \(why); expected e.g. dense:784-128-64 or dense:784-256:tanh-32:linear")
+            ConfigError("invalid --model '\(spec)': \(why); expected \(Self.examples)")
         }
-        guard spec.hasPrefix("dense:") else {
+        func activation(_ name: Substring) throws -> Activation {
+            guard let activation = Activation(rawValue: String(name)) else {
+                throw fail("unknown activation '\(name)' (available: \(Activation.allCases.map(\.rawValue).joined(separator: ", ")))")
+            }
+            return activation
+        }
+        if spec.hasPrefix("dense:") {
+            try self.init(dense: spec, config: config, fail: fail, activation: activation)
+        } else if spec.hasPrefix("conv:") {
+            try self.init(conv: spec, config: config, fail: fail, activation: activation)
+        } else {
             let kind = spec.split(separator: ":").first.map(String.init) ?? spec
-            throw fail("unknown model kind '\(kind)' (available: dense)")
+            throw fail("unknown model kind '\(kind)' (available: dense, conv)")
         }
+        // A spec may come from an untrusted file: refuse absurd sizes before anything is allocated.
+        var total = 0
+        for layer in layers {
+            for (_, shape) in layer.parameterShapes {
+                var count = 1
+                for dimension in shape {
+                    let (product, overflow) = count.multipliedReportingOverflow(by: dimension)
+                    guard !overflow else { throw fail("more than \(Self.maxParameters) parameters (\((Self.maxParameters * 4) >> 30) GiB), aedist's limit") }
+                    count = product
+                }
+                guard total <= Self.maxParameters - count else {
+                    throw fail("more than \(Self.maxParameters) parameters (\((Self.maxParameters * 4) >> 30) GiB), aedist's limit")
+                }
+                total += count
+            }
+        }
+    }
+
+    /// "dense:784-128-64": encoder widths from the input to the code, the decoder mirrored.
+    private init(dense spec: String, config: ModelConfig, fail: (String) -> ConfigError, activation: (Substring) throws -> Activation) throws {
         var widths: [Int] = []
         var activations: [Activation] = []
         for token in spec.dropFirst("dense:".count).split(separator: "-", omittingEmptySubsequences: false) {
             let parts = token.split(separator: ":", omittingEmptySubsequences: false)
             guard parts.count <= 2, let width = Int(parts[0]), width > 0 else { throw fail("'\(token)' is not a positive width") }
             widths.append(width)
-            if parts.count == 2 {
-                guard let activation = Activation(rawValue: String(parts[1])) else {
-                    throw fail("unknown activation '\(parts[1])' (available: \(Activation.allCases.map(\.rawValue).joined(separator: ", ")))")
-                }
-                activations.append(activation)
-            } else {
-                activations.append(config.activation)
-            }
+            activations.append(parts.count == 2 ? try activation(parts[1]) : config.activation)
         }
         guard widths.count >= 2 else { throw fail("needs at least an input width and a code width") }
         if spec.dropFirst("dense:".count).split(separator: "-").first?.contains(":") == true {
             throw fail("the input width takes no activation (activations belong to the layers after it)")
         }
-
-        var layers: [DenseLayerSpec] = []
+        var layers: [LayerSpec] = []
         for i in 1..<widths.count {
-            layers.append(DenseLayerSpec(name: "encoder.\(i - 1)", inputSize: widths[i - 1], outputSize: widths[i],
-                                         activation: activations[i]))
+            layers.append(LayerSpec(name: "encoder.\(i - 1)", kind: .dense, inputShape: [widths[i - 1]], outputShape: [widths[i]],
+                                    activation: activations[i]))
         }
         // The decoder mirrors the encoder; its hidden layers take the activation of the encoder layer they mirror.
         let mirrored = Array(widths.reversed())
         let mirroredActivations = Array(activations.reversed())
         for i in 1..<mirrored.count {
             let isOutput = i == mirrored.count - 1
-            layers.append(DenseLayerSpec(name: "decoder.\(i - 1)", inputSize: mirrored[i - 1], outputSize: mirrored[i],
-                                         activation: isOutput ? config.outputActivation : mirroredActivations[i]))
+            layers.append(LayerSpec(name: "decoder.\(i - 1)", kind: .dense, inputShape: [mirrored[i - 1]], outputShape: [mirrored[i]],
+                                    activation: isOutput ? config.outputActivation : mirroredActivations[i]))
         }
         self.layers = layers
         encoderDepth = widths.count - 1
-        // A spec may come from an untrusted file: refuse absurd sizes before anything is allocated.
-        var total = 0
-        for layer in layers {
-            let (weights, overflow) = layer.inputSize.multipliedReportingOverflow(by: layer.outputSize)
-            guard !overflow, total <= Self.maxParameters - weights - layer.outputSize else {
-                throw fail("more than \(Self.maxParameters) parameters (\((Self.maxParameters * 4) >> 30) GiB), aedist's limit")
+    }
+
+    /// "conv:28x28x1/c32-p2-c32-p2/c32-u2-c32-u2-c1": input H×W×C, then the encoder's and the decoder's layers.
+    /// cF = F filters (options: kK kernel, default 3; sS stride; v for valid padding), pN = max-pool N, uN = upsample N;
+    /// ":act" after a layer sets its activation. The last layer takes the output activation.
+    private init(conv spec: String, config: ModelConfig, fail: (String) -> ConfigError, activation: (Substring) throws -> Activation) throws {
+        let sections = spec.dropFirst("conv:".count).split(separator: "/", omittingEmptySubsequences: false)
+        guard sections.count == 3 else { throw fail("needs three parts separated by '/': input shape, encoder layers, decoder layers") }
+        let dimensions = sections[0].split(separator: "x").compactMap { Int($0) }
+        guard dimensions.count == 3, dimensions.allSatisfy({ $0 > 0 }) else { throw fail("'\(sections[0])' is not an input shape H×W×C such as 28x28x1") }
+        var shape = dimensions
+        var layers: [LayerSpec] = []
+        var encoderDepth = 0
+        let encoderTokens = sections[1].split(separator: "-"), decoderTokens = sections[2].split(separator: "-")
+        guard !encoderTokens.isEmpty, !decoderTokens.isEmpty else { throw fail("the encoder and the decoder need at least one layer each") }
+        for (part, tokens) in [("encoder", encoderTokens), ("decoder", decoderTokens)] {
+            for (index, token) in tokens.enumerated() {
+                let pieces = token.split(separator: ":", maxSplits: 1)
+                let body = pieces[0]
+                let isLast = part == "decoder" && index == tokens.count - 1
+                let chosen = pieces.count == 2 ? try activation(pieces[1]) : (isLast ? config.outputActivation : config.activation)
+                guard let letter = body.first, let rest = Optional(body.dropFirst()) else { throw fail("empty layer") }
+                func number(after prefix: Character, in text: Substring, default value: Int?) -> Int? {
+                    guard let start = text.firstIndex(of: prefix) else { return value }
+                    return Int(text[text.index(after: start)...].prefix { $0.isNumber })
+                }
+                let kind: LayerSpec.Kind
+                var output: [Int]
+                switch letter {
+                case "c":
+                    guard let filters = Int(rest.prefix { $0.isNumber }), filters > 0,
+                          let kernel = number(after: "k", in: rest, default: 3), kernel > 0,
+                          let stride = number(after: "s", in: rest, default: 1), stride > 0 else { throw fail("'\(token)' is not a conv layer such as c32, c32k5 or c16k3s2v") }
+                    let same = !rest.contains("v")
+                    let (height, width) = same ? ((shape[0] + stride - 1) / stride, (shape[1] + stride - 1) / stride)
+                        : ((shape[0] - kernel) / stride + 1, (shape[1] - kernel) / stride + 1)
+                    guard height > 0, width > 0, same || (shape[0] >= kernel && shape[1] >= kernel) else {
+                        throw fail("'\(token)' does not fit its \(shape[0])×\(shape[1]) input")
+                    }
+                    kind = .conv(filters: filters, kernel: kernel, stride: stride, samePadding: same)
+                    output = [height, width, filters]
+                case "p":
+                    guard let size = Int(rest), size > 0, shape[0] >= size, shape[1] >= size else { throw fail("'\(token)' is not a pooling layer that fits its \(shape[0])×\(shape[1]) input, such as p2") }
+                    kind = .maxPool(size: size)
+                    output = [shape[0] / size, shape[1] / size, shape[2]]
+                case "u":
+                    guard let factor = Int(rest), factor > 0 else { throw fail("'\(token)' is not an upsampling layer such as u2") }
+                    kind = .upSample(factor: factor)
+                    output = [shape[0] * factor, shape[1] * factor, shape[2]]
+                default:
+                    throw fail("unknown layer '\(token)' (c = conv, p = max-pool, u = upsample)")
+                }
+                let isParameterless: Bool
+                if case .conv = kind { isParameterless = false } else { isParameterless = true }
+                if isParameterless && pieces.count == 2 { throw fail("'\(token)': pooling and upsampling take no activation") }
+                layers.append(LayerSpec(name: "\(part).\(index)", kind: kind, inputShape: shape, outputShape: output,
+                                        activation: isParameterless ? .linear : chosen))
+                shape = output
             }
-            total += weights + layer.outputSize
+            if part == "encoder" { encoderDepth = layers.count }
         }
+        guard shape == dimensions else {
+            throw fail("the decoder ends at \(shape.map(String.init).joined(separator: "×")), not at the input's \(dimensions.map(String.init).joined(separator: "×"))")
+        }
+        self.layers = layers
+        self.encoderDepth = encoderDepth
     }
 
     /// 2³² float32 parameters (16 GiB), far beyond any autoencoder but small enough to fail before allocating.
@@ -78,16 +205,19 @@ public struct ModelArchitecture: Equatable, Sendable {
         var tensors: [ParameterLayout.Tensor] = []
         var offset = 0
         for layer in layers {
-            tensors.append(.init(layer: layer.name, name: "weight", shape: [layer.outputSize, layer.inputSize], offset: offset))
-            offset += layer.outputSize * layer.inputSize
-            tensors.append(.init(layer: layer.name, name: "bias", shape: [layer.outputSize], offset: offset))
-            offset += layer.outputSize
+            for (name, shape) in layer.parameterShapes {
+                tensors.append(.init(layer: layer.name, name: name, shape: shape, offset: offset))
+                offset += shape.reduce(1, *)
+            }
         }
         return ParameterLayout(tensors: tensors)
     }
 
     public var description: String {
-        layers.map { "\($0.name) \($0.inputSize)→\($0.outputSize) \($0.activation.rawValue)" }.joined(separator: ", ")
+        layers.map { layer in
+            if case .dense = layer.kind { return "\(layer.name) \(layer.inputSize)→\(layer.outputSize) \(layer.activation.rawValue)" }
+            return layer.description
+        }.joined(separator: ", ")
     }
 }
 

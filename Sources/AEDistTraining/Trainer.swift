@@ -418,6 +418,9 @@ public final class Trainer {
             }
             line += String(format: "  %.0f samples/s  %.2fs", rate, trainSeconds)
             console.line(line)
+            if validation.outputSpread < 1e-6 {
+                console.warning(String(format: "the reconstructions are the same for every validation sample (variance across samples %.2g): the model has collapsed to a constant output. The tutorial's convolutional model does this with --loss mse in Keras and PyTorch too; try --loss bce, another --lr or --seed.", validation.outputSpread))
+            }
             if let stopReason, progress.epochsCompleted < epochs { return summary(samplesPerSecond: rate, stopReason: stopReason) }
             if let reason = earlyStoppingReason() {
                 console.line(reason)
@@ -510,12 +513,15 @@ public final class Trainer {
     /// Mean loss and MSE over the whole validation set, each rank evaluating a contiguous share.
     /// Denoising models see validation inputs corrupted with noise fixed per sample and are scored against the
     /// clean samples; `noisyMSE` is how far those inputs are from the clean ones (0 without noise).
-    func validate() throws -> (loss: Double, mse: Double, noisyMSE: Double) {
-        guard let valSet else { return (.nan, .nan, .nan) }
+    /// `outputSpread` is the mean over output values of their variance across samples: near 0 when the model
+    /// answers every input with the same picture (collapse).
+    func validate() throws -> (loss: Double, mse: Double, noisyMSE: Double, outputSpread: Double) {
+        guard let valSet else { return (.nan, .nan, .nan, .nan) }
         let comm = communicator
         let mine = BatchSchedule.slice(of: 0..<valSet.rowCount, rank: comm.rank, size: comm.size)
         let width = architecture.inputSize
-        var sums = [0.0, 0.0, 0.0, 0.0]
+        // Loss, squared error, samples, noisy-input error; then per output value its sum and sum of squares.
+        var sums = [Double](repeating: 0, count: 4 + 2 * width)
         try comm.together {
             var start = mine.lowerBound
             while start < mine.upperBound {
@@ -532,11 +538,25 @@ public final class Trainer {
                         sums[3] += difference * difference / Double(width)
                     }
                 }
+                for row in 0..<chunk.count {
+                    let output = model.reconstruction + row * width
+                    for j in 0..<width {
+                        let value = Double(output[j])
+                        sums[4 + j] += value
+                        sums[4 + width + j] += value * value
+                    }
+                }
                 start = chunk.upperBound
             }
         }
         try comm.allReduceSum(&sums)
-        return (sums[0] / sums[2], sums[1] / sums[2], sums[3] / sums[2])
+        let count = sums[2]
+        var spread = 0.0
+        for j in 0..<width {
+            let mean = sums[4 + j] / count
+            spread += max(sums[4 + width + j] / count - mean * mean, 0)
+        }
+        return (sums[0] / count, sums[1] / count, sums[3] / count, spread / Double(width))
     }
 
     func saveCheckpoint(isBest: Bool) throws {

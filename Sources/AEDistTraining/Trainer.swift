@@ -69,6 +69,8 @@ public final class Trainer {
     let maxRowsPerRank: Int
     /// Rows for validation forward passes (the prefetcher owns the training rows).
     let validationRows: FlatBuffer
+    /// Mean KL per validation sample at the last validation (variational models).
+    var lastValidationKL = Double.nan
     /// Set in deterministic mode: exact sums of fixed micro-batches' gradients.
     let exactSum: ExactGradientSum?
     /// Denoising: the corruption, and the corrupted inputs of a batch (the clean rows stay the targets).
@@ -83,7 +85,7 @@ public final class Trainer {
 
     /// Slots appended to the gradient buffer so one all-reduce per step also sums the step's statistics.
     enum StepSlot: Int, CaseIterable {
-        case lossSum, squaredErrorSum, sampleCount, failedRanks
+        case lossSum, squaredErrorSum, klSum, sampleCount, failedRanks
         /// Ranks asking to stop, and of those that received a signal: how many and the sum of the signal numbers.
         case ranksWantingToStop, signalRanks, signalSum
     }
@@ -131,6 +133,7 @@ public final class Trainer {
         corruption = try Corruption(config.model.noise)
         corruptedRows = FlatBuffer(count: corruption == .none ? 1 : maxRowsPerRank * architecture.inputSize)
         model.codeL1 = Float(config.model.l1Activity)
+        model.klWeight = Float(config.model.beta / Double(architecture.inputSize))
         let parameterCount = model.layout.totalCount, rows = maxRowsPerRank
         exactSum = microBatch.map { ExactGradientSum(parameterCount: parameterCount,
                                                      maxMicroBatchesPerRank: (rows + $0 - 1) / $0) }
@@ -298,7 +301,7 @@ public final class Trainer {
             let epoch = progress.epochsCompleted
             let epochStart = Date()
             // A resumed mid-epoch checkpoint carries the epoch's loss, samples and time so far.
-            var epochLoss = progress.epochLossSum, epochSamples = progress.epochSamples
+            var epochLoss = progress.epochLossSum, epochSamples = progress.epochSamples, epochKL = 0.0
             let epochSecondsBefore = progress.epochSeconds
             let firstStep = progress.stepInEpoch
             var nextStep = progress.stepInEpoch
@@ -315,9 +318,11 @@ public final class Trainer {
                     for offset in 0..<group.count {
                         try fault?.apply(rank: comm.rank, step: progress.globalStep + 1 + offset, parameters: model.parameters)
                         let batch = try prefetcher.next()
-                        let inputs = corrupt(batch.rows, count: batch.count, epoch: batch.epoch) { Int(batch.sampleIndices[$0]) }
-                        let sums = exactSum == nil ? computeGradients(inputs: inputs, targets: batch.rows, count: batch.count)
-                            : computeMicroBatchGradients(inputs: inputs, targets: batch.rows, count: batch.count)
+                        let key = NoiseKey(epoch: batch.epoch) { Int(batch.sampleIndices[$0]) }
+                        let inputs = corrupt(batch.rows, count: batch.count, key: key)
+                        let sums = exactSum == nil ? computeGradients(inputs: inputs, targets: batch.rows, count: batch.count, key: key)
+                            : computeMicroBatchGradients(inputs: inputs, targets: batch.rows, count: batch.count, key: key)
+                        tail[StepSlot.klSum.rawValue] += Float(sums.kl)
                         tail[StepSlot.lossSum.rawValue] += Float(sums.loss)
                         tail[StepSlot.squaredErrorSum.rawValue] += Float(sums.squaredError)
                         tail[StepSlot.sampleCount.rawValue] += Float(batch.count)
@@ -362,6 +367,7 @@ public final class Trainer {
                 progress.stepInEpoch = group.upperBound
                 progress.samplesSeen += globalCount
                 epochLoss += Double(tail[StepSlot.lossSum.rawValue])
+                epochKL += Double(tail[StepSlot.klSum.rawValue])
                 epochSamples += globalCount
                 let elapsed = Date().timeIntervalSince(epochStart)
                 let remaining = Double(schedule.stepsPerEpoch - step - 1) * elapsed / Double(step + 1 - firstStep)
@@ -411,10 +417,12 @@ public final class Trainer {
             try comm.together { if comm.isRoot { try directory.appendMetrics(metrics) } }
             var line = String(format: "epoch %d/%d  step %d  train %@ %.4f", progress.epochsCompleted, epochs,
                               progress.globalStep, lossName, metrics.trainLoss)
+            if architecture.variational { line += String(format: " (kl %.3f)", epochKL / Double(max(epochSamples - progress.epochSamples, 1))) }
             if !validation.loss.isNaN {
                 line += String(format: "  val %@ %.4f", lossName, validation.loss)
                 if config.loss != .mse { line += String(format: "  val mse %.4f", validation.mse) }
                 if corruption != .none { line += String(format: " (noisy inputs: mse %.4f)", validation.noisyMSE) }
+                if architecture.variational { line += String(format: "  val kl %.3f", lastValidationKL) }
             }
             line += String(format: "  %.0f samples/s  %.2fs", rate, trainSeconds)
             console.line(line)
@@ -467,45 +475,67 @@ public final class Trainer {
         return "early stopping: the validation loss has not improved for \(patience) epochs (best \(String(format: "%.4f", best)) at epoch \(bestEpoch))"
     }
 
+    /// What per-sample noise (denoising, and a variational model's ε) is keyed by: the epoch and each row's sample.
+    struct NoiseKey {
+        let epoch: Int
+        let sampleIndex: (Int) -> Int
+    }
+
     /// Forward, loss and backward for this rank's rows; gradients accumulate into the model's buffer.
     /// Denoising: corrupted copies of `rows` (each sample's noise keyed by its index); otherwise the rows themselves.
-    func corrupt(_ rows: UnsafePointer<Float>, count: Int, epoch: Int, sampleIndex: (Int) -> Int) -> UnsafePointer<Float> {
+    func corrupt(_ rows: UnsafePointer<Float>, count: Int, key: NoiseKey) -> UnsafePointer<Float> {
         guard corruption != .none else { return rows }
         corruption.apply(to: rows, count: count, width: architecture.inputSize, into: corruptedRows.pointer,
-                         seed: config.schedule.seed, epoch: epoch, sampleIndex: sampleIndex)
+                         seed: config.schedule.seed, epoch: key.epoch, sampleIndex: key.sampleIndex)
         return UnsafePointer(corruptedRows.pointer)
     }
 
-    /// The model on `inputs`, the loss against `targets` (the same rows unless denoising), and the sparsity penalty.
-    func evaluate(inputs: UnsafePointer<Float>, targets: UnsafePointer<Float>, count: Int, withGradient: Bool) -> Loss.Sums {
+    /// The model on `inputs`, the loss against `targets` (the same rows unless denoising), the sparsity penalty and,
+    /// for a variational model, the code sampled with each sample's own ε and the weighted KL term.
+    func evaluate(inputs: UnsafePointer<Float>, targets: UnsafePointer<Float>, count: Int, withGradient: Bool, key: NoiseKey) -> Loss.Sums {
+        if architecture.variational {
+            let codeSize = architecture.codeSize
+            for row in 0..<count {
+                var random = RandomStream(seed: config.schedule.seed, RandomStream.Purpose.reparameterization.rawValue,
+                                          UInt64(bitPattern: Int64(key.epoch)), UInt64(key.sampleIndex(row)))
+                let e = model.epsilon.pointer + row * codeSize
+                for i in 0..<codeSize { e[i] = Float(random.nextGaussian()) }
+            }
+        }
         model.forward(input: inputs, batch: count)
         var sums = Loss.evaluate(config.loss, outputActivation: architecture.outputActivation, logits: model.outputLogits,
                                  output: model.reconstruction, target: targets, batch: count, width: architecture.inputSize,
                                  gradient: withGradient ? model.outputGradient : nil)
         sums.loss += model.codePenalty(batch: count)
+        if architecture.variational {
+            sums.kl = model.klDivergence(batch: count)
+            sums.loss += Double(model.klWeight) * sums.kl
+        }
         return sums
     }
 
-    func computeGradients(inputs: UnsafePointer<Float>, targets: UnsafePointer<Float>, count: Int) -> Loss.Sums {
+    func computeGradients(inputs: UnsafePointer<Float>, targets: UnsafePointer<Float>, count: Int, key: NoiseKey) -> Loss.Sums {
         guard count > 0 else { return Loss.Sums() }
-        let sums = evaluate(inputs: inputs, targets: targets, count: count, withGradient: true)
+        let sums = evaluate(inputs: inputs, targets: targets, count: count, withGradient: true, key: key)
         model.backward(input: inputs, batch: count)
         return sums
     }
 
     /// Deterministic mode: each micro-batch's gradient on its own, kept for the exact sum.
-    func computeMicroBatchGradients(inputs: UnsafePointer<Float>, targets: UnsafePointer<Float>, count: Int) -> Loss.Sums {
-        guard let exactSum else { return computeGradients(inputs: inputs, targets: targets, count: count) }
+    func computeMicroBatchGradients(inputs: UnsafePointer<Float>, targets: UnsafePointer<Float>, count: Int, key: NoiseKey) -> Loss.Sums {
+        guard let exactSum else { return computeGradients(inputs: inputs, targets: targets, count: count, key: key) }
         exactSum.reset()
         var total = Loss.Sums()
         let microBatch = config.schedule.microBatch
         for start in stride(from: 0, to: count, by: microBatch) {
             model.gradients.pointer.update(repeating: 0, count: exactSum.parameterCount)
             let offset = start * architecture.inputSize
-            let sums = computeGradients(inputs: inputs + offset, targets: targets + offset, count: min(microBatch, count - start))
+            let sums = computeGradients(inputs: inputs + offset, targets: targets + offset, count: min(microBatch, count - start),
+                                        key: NoiseKey(epoch: key.epoch) { key.sampleIndex(start + $0) })
             exactSum.store(model.gradients)
             total.loss += sums.loss
             total.squaredError += sums.squaredError
+            total.kl += sums.kl
         }
         return total
     }
@@ -522,13 +552,16 @@ public final class Trainer {
         let width = architecture.inputSize
         // Loss, squared error, samples, noisy-input error; then per output value its sum and sum of squares.
         var sums = [Double](repeating: 0, count: 4 + 2 * width)
+        var validationKL = 0.0
         try comm.together {
             var start = mine.lowerBound
             while start < mine.upperBound {
                 let chunk = start..<min(start + maxRowsPerRank, mine.upperBound)
                 try valSet.read(chunk, into: validationRows.pointer)
-                let inputs = corrupt(validationRows.pointer, count: chunk.count, epoch: Corruption.validationEpoch) { chunk.lowerBound + $0 }
-                let chunkSums = evaluate(inputs: inputs, targets: validationRows.pointer, count: chunk.count, withGradient: false)
+                let key = NoiseKey(epoch: Corruption.validationEpoch) { chunk.lowerBound + $0 }
+                let inputs = corrupt(validationRows.pointer, count: chunk.count, key: key)
+                let chunkSums = evaluate(inputs: inputs, targets: validationRows.pointer, count: chunk.count, withGradient: false, key: key)
+                validationKL += chunkSums.kl
                 sums[0] += chunkSums.loss
                 sums[1] += chunkSums.squaredError
                 sums[2] += Double(chunk.count)
@@ -549,7 +582,9 @@ public final class Trainer {
                 start = chunk.upperBound
             }
         }
+        sums.append(validationKL)
         try comm.allReduceSum(&sums)
+        lastValidationKL = sums.last! / sums[2]
         let count = sums[2]
         var spread = 0.0
         for j in 0..<width {

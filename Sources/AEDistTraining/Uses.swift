@@ -20,6 +20,8 @@ public final class TrainedModel {
         architecture = try ModelArchitecture(checkpoint.config.model)
         model = Autoencoder(architecture: architecture, maxBatch: Self.rowsPerPass)
         model.parameters.copy(from: checkpoint.parameters)
+        // A trained variational model encodes to its mean and reconstructs from it.
+        model.sampleCode = false
     }
 
     /// The samples at `path`:`dataset` (default: the embedded MNIST subset), which must fit the model's input.
@@ -69,6 +71,50 @@ public final class TrainedModel {
         let originals = (0..<rows).map { Array(UnsafeBufferPointer(start: inputs.pointer + $0 * width, count: width)) }
         let reconstructions = (0..<rows).map { Array(UnsafeBufferPointer(start: model.reconstruction + $0 * width, count: width)) }
         try Pictures.grid([originals, reconstructions], shape: shape.count == 2 ? shape + [1] : shape).writePNG(to: path)
+    }
+
+    /// Decodes `count` samples of N(0, I) (rows 0..<count of a seeded stream), and, given two samples, the path
+    /// between their codes: what a variational model generates. Returns the decoded rows.
+    public func generate(count: Int, seed: UInt64) throws -> [[Float]] {
+        guard architecture.variational else {
+            throw RunFailure("\(checkpointPath) is not a variational model (train with --variational to generate from random codes)")
+        }
+        var random = RandomStream(seed: seed, RandomStream.Purpose.reparameterization.rawValue)
+        let codes = (0..<(count * architecture.codeSize)).map { _ in Float(random.nextGaussian()) }
+        return decode(codes, count: count)
+    }
+
+    /// Codes μ(a) … μ(b) in `steps` even steps, decoded: a latent interpolation between two samples.
+    public func interpolate(_ set: SampleSet, from a: Int, to b: Int, steps: Int) throws -> [[Float]] {
+        for row in [a, b] where !(0..<set.rowCount).contains(row) {
+            throw RunFailure("sample \(row) is not in \(set.name) (it has \(set.rowCount))")
+        }
+        let width = set.rowWidth, codeSize = architecture.codeSize
+        let inputs = FlatBuffer(count: 2 * width)
+        try set.read(a..<(a + 1), into: inputs.pointer)
+        try set.read(b..<(b + 1), into: inputs.pointer + width)
+        model.forward(input: inputs.pointer, batch: 2)
+        let ends = Array(UnsafeBufferPointer(start: model.code, count: 2 * codeSize))
+        var codes: [Float] = []
+        for step in 0..<steps {
+            let t = Float(step) / Float(max(steps - 1, 1))
+            codes += (0..<codeSize).map { (1 - t) * ends[$0] + t * ends[codeSize + $0] }
+        }
+        return decode(codes, count: steps)
+    }
+
+    private func decode(_ codes: [Float], count: Int) -> [[Float]] {
+        var rows: [[Float]] = []
+        var start = 0
+        while start < count {
+            let pass = min(Self.rowsPerPass, count - start)
+            codes.withUnsafeBufferPointer { model.decode(code: $0.baseAddress! + start * architecture.codeSize, batch: pass) }
+            for row in 0..<pass {
+                rows.append(Array(UnsafeBufferPointer(start: model.reconstruction + row * architecture.inputSize, count: architecture.inputSize)))
+            }
+            start += pass
+        }
+        return rows
     }
 
     /// Per-sample reconstruction error (mean squared error over the sample's values), on every rank.

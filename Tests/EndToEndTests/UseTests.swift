@@ -120,3 +120,39 @@ final class PictureTests: XCTestCase {
         XCTAssertTrue(outcome.stderr.contains("--png needs images"), outcome.stderr)
     }
 }
+
+/// A variational autoencoder, trained data-parallel, generating digits.
+final class VariationalUseTests: XCTestCase {
+    func testTrainGenerateAndInterpolate() throws {
+        let folder = Harness.temporaryDirectory()
+        let training = try Harness.aedist(ranks: 2, ["train", "--variational", "--model", "dense:784-256-2", "--epochs", "10",
+                                                     "--checkpoint-dir", folder])
+        assertSucceeded(training)
+        let last = try XCTUnwrap(training.stdout.split(separator: "\n").last { $0.hasPrefix("epoch 10/10") })
+        XCTAssertTrue(last.contains("(kl ") && last.contains("val kl "), String(last))
+        XCTAssertLessThan(try Harness.metrics(in: folder).last!["val_loss"]!, 0.26)
+        let output = "\(folder)/generated.h5", png = "\(folder)/generated.png"
+        let generate = try Harness.aedist(ranks: 2, ["generate", "\(folder)/latest.h5", "--count", "16", "--output", output,
+                                                     "--png", png, "--interpolate", "0,700"])
+        assertSucceeded(generate)
+        XCTAssertTrue(try Harness.python(["stats", output, "/generated"]).stdout.hasPrefix("shape 16x784 "))
+        XCTAssertTrue(try Harness.python(["stats", output, "/interpolation"]).stdout.hasPrefix("shape 10x784 "))
+        let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: png)))
+        XCTAssertEqual(Array(bytes.prefix(4)), [137, 80, 78, 71])
+        // Reconstruction and encoding use the code's mean: no randomness.
+        assertSucceeded(try Harness.aedist(ranks: nil, ["encode", "\(folder)/latest.h5", "--output", "\(folder)/a.h5"]))
+        assertSucceeded(try Harness.aedist(ranks: 2, ["encode", "\(folder)/latest.h5", "--output", "\(folder)/b.h5"]))
+        let a = try Harness.python(["stats", "\(folder)/a.h5", "/codes"]).stdout, b = try Harness.python(["stats", "\(folder)/b.h5", "/codes"]).stdout
+        XCTAssertTrue(a.hasPrefix("shape 1000x2 "), a)
+        XCTAssertEqual(Double(a.split(separator: " ")[3])!, Double(b.split(separator: " ")[3])!, accuracy: 1e-3)
+    }
+
+    func testGenerateNeedsAVariationalModel() throws {
+        let folder = Harness.temporaryDirectory()
+        assertSucceeded(try Harness.aedist(ranks: nil, ["train", "--epochs", "1", "--checkpoint-dir", folder]))
+        let outcome = try Harness.aedist(ranks: 2, ["generate", "\(folder)/latest.h5", "--output", "\(folder)/g.h5"])
+        XCTAssertEqual(outcome.status, 1, "\(outcome)")
+        XCTAssertEqual(outcome.errorLines.count, 1, "\(outcome)")
+        XCTAssertTrue(outcome.stderr.contains("is not a variational model"), outcome.stderr)
+    }
+}

@@ -60,6 +60,8 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
             try fail("--loss bce needs a sigmoid output (--output-activation sigmoid); the model's output is \(architecture.outputActivation.rawValue)")
         }
         _ = try Corruption(model.noise)
+        if !(model.beta >= 0 && model.beta.isFinite) { try fail("--beta must be 0 or more (got \(model.beta))") }
+        if model.variational && model.l1Activity > 0 { try fail("--l1-activity does not apply to --variational models (their code is a distribution)") }
         if !(model.l1Activity >= 0 && model.l1Activity.isFinite) { try fail("--l1-activity must be 0 or more (got \(model.l1Activity))") }
         if schedule.batchSize < 1 { try fail("--batch-size must be at least 1 (got \(schedule.batchSize))") }
         if !(schedule.warmupEpochs >= 0 && schedule.warmupEpochs.isFinite) { try fail("--warmup-epochs must be 0 or more (got \(schedule.warmupEpochs))") }
@@ -127,11 +129,15 @@ public struct ModelConfig: Codable, Equatable, Sendable {
     public var noise = "none"
     /// Sparse autoencoder: weight λ of the L1 activity penalty λ·Σ|code| added to each sample's loss.
     public var l1Activity = 0.0
+    /// Variational autoencoder: the encoder outputs μ and log σ² of the code, which is sampled by
+    /// reparameterisation; the loss adds β·KL(q(z|x) ‖ N(0, I)) per value of the sample.
+    public var variational = false
+    public var beta = 1.0
 
     public init() {}
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case spec, activation, noise
+        case spec, activation, noise, variational, beta
         case outputActivation = "output_activation", l1Activity = "l1_activity"
     }
 
@@ -142,6 +148,8 @@ public struct ModelConfig: Codable, Equatable, Sendable {
         outputActivation = try c.decodeIfPresent(Activation.self, forKey: .outputActivation) ?? outputActivation
         noise = try c.decodeIfPresent(String.self, forKey: .noise) ?? noise
         l1Activity = try c.decodeIfPresent(Double.self, forKey: .l1Activity) ?? l1Activity
+        variational = try c.decodeIfPresent(Bool.self, forKey: .variational) ?? variational
+        beta = try c.decodeIfPresent(Double.self, forKey: .beta) ?? beta
     }
 }
 

@@ -8,9 +8,12 @@ public enum Loss {
     public struct Sums: Equatable {
         public var loss: Double = 0
         public var squaredError: Double = 0
-        public init(loss: Double = 0, squaredError: Double = 0) {
+        /// Variational models: Σ KL(q(z|x) ‖ N(0, I)) over the samples (its weighted share is inside `loss`).
+        public var kl: Double = 0
+        public init(loss: Double = 0, squaredError: Double = 0, kl: Double = 0) {
             self.loss = loss
             self.squaredError = squaredError
+            self.kl = kl
         }
     }
 

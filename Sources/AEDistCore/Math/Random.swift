@@ -38,6 +38,6 @@ public struct RandomStream: RandomNumberGenerator {
 
     /// Purposes, so that streams for different jobs never coincide.
     public enum Purpose: UInt64 {
-        case shuffle = 1, initialization = 2, noise = 3, split = 4
+        case shuffle = 1, initialization = 2, noise = 3, split = 4, reparameterization = 5
     }
 }

@@ -1,3 +1,5 @@
+import Foundation
+
 /// One layer of a model with its place in the flat parameter buffer, and the kernels that compute it.
 public struct ModelLayer: Sendable {
     enum Kernel: Sendable {
@@ -100,6 +102,13 @@ public final class Autoencoder {
     private let gradientScratch: (FlatBuffer, FlatBuffer)
     /// im2col rows for the convolution layers (one chunk of samples at a time).
     private let workspace: FlatBuffer
+    /// Variational models: the sampled code z = μ + σ·ε the decoder starts from, and the ε the caller provides
+    /// (`sampleCode` false: z = μ, for encoding and reconstruction).
+    private let sampledCode: FlatBuffer
+    public let epsilon: FlatBuffer
+    public var sampleCode = true
+    /// β / (values per sample): the weight of KL in the per-sample loss, whose reconstruction part is a mean.
+    public var klWeight: Float = 0
 
     /// - Parameter gradientTail: extra floats after the gradients, for values that travel in the same all-reduce.
     public init(architecture: ModelArchitecture, maxBatch: Int, gradientTail: Int = 0) {
@@ -110,6 +119,8 @@ public final class Autoencoder {
         let layers = architecture.layers.map { ModelLayer(spec: $0, layout: layout) }
         self.layers = layers
         workspace = FlatBuffer(count: layers.map(\.workspaceSize).max() ?? 1)
+        sampledCode = FlatBuffer(count: architecture.variational ? architecture.codeSize * max(1, maxBatch) : 1)
+        epsilon = FlatBuffer(count: architecture.variational ? architecture.codeSize * max(1, maxBatch) : 1)
         parameters = FlatBuffer(count: layout.totalCount)
         gradients = FlatBuffer(count: layout.totalCount + gradientTail)
         preActivations = layers.map { FlatBuffer(count: $0.outputSize * max(1, maxBatch)) }
@@ -128,19 +139,71 @@ public final class Autoencoder {
 
     public func forward(input: UnsafePointer<Float>, batch: Int) {
         precondition(batch <= maxBatch, "batch of \(batch) rows exceeds the \(maxBatch) the model was sized for")
+        run(layers.indices, input: input, batch: batch)
+    }
+
+    /// The decoder alone, from `batch` codes (e.g. samples of N(0, I) for a variational model).
+    public func decode(code: UnsafePointer<Float>, batch: Int) {
+        precondition(batch <= maxBatch, "batch of \(batch) rows exceeds the \(maxBatch) the model was sized for")
+        run(architecture.encoderDepth..<layers.count, input: code, batch: batch)
+    }
+
+    private func run(_ range: Range<Int>, input: UnsafePointer<Float>, batch: Int) {
         var x = input
-        for (index, layer) in layers.enumerated() {
-            layer.forward(input: x, batch: batch, parameters: parameters.pointer, preActivation: preActivations[index].pointer,
-                          output: outputs[index].pointer, workspace: workspace.pointer)
+        for index in range {
+            if index == architecture.encoderDepth && architecture.variational && index != range.lowerBound {
+                sample(batch: batch)
+                x = UnsafePointer(sampledCode.pointer)
+            }
+            layers[index].forward(input: x, batch: batch, parameters: parameters.pointer, preActivation: preActivations[index].pointer,
+                                  output: outputs[index].pointer, workspace: workspace.pointer)
             x = UnsafePointer(outputs[index].pointer)
         }
+    }
+
+    /// Where each code value's μ and log σ² sit in the encoder's output: the last axis holds μ then log σ².
+    @inline(__always)
+    private func codeIndices(_ i: Int) -> (mean: Int, logVariance: Int) {
+        let channels = architecture.codeShape.last!
+        let position = i / channels, channel = i % channels
+        return (position * 2 * channels + channel, position * 2 * channels + channels + channel)
+    }
+
+    /// z = μ + exp(½ log σ²)·ε (or μ when not sampling).
+    private func sample(batch: Int) {
+        let encoded = outputs[architecture.encoderDepth - 1].pointer, codeSize = architecture.codeSize
+        for row in 0..<batch {
+            let y = encoded + row * 2 * codeSize, z = sampledCode.pointer + row * codeSize, e = epsilon.pointer + row * codeSize
+            for i in 0..<codeSize {
+                let (m, v) = codeIndices(i)
+                z[i] = sampleCode ? y[m] + exp(0.5 * y[v]) * e[i] : y[m]
+            }
+        }
+    }
+
+    /// Σ over the batch of KL(N(μ, σ²) ‖ N(0, I)) = −½ Σ (1 + log σ² − μ² − σ²), from the last forward pass.
+    public func klDivergence(batch: Int) -> Double {
+        guard architecture.variational else { return 0 }
+        let encoded = outputs[architecture.encoderDepth - 1].pointer, codeSize = architecture.codeSize
+        var sum = 0.0
+        for row in 0..<batch {
+            let y = encoded + row * 2 * codeSize
+            for i in 0..<codeSize {
+                let (m, v) = codeIndices(i)
+                let mean = Double(y[m]), logVariance = Double(y[v])
+                sum += -0.5 * (1 + logVariance - mean * mean - Foundation.exp(logVariance))
+            }
+        }
+        return sum
     }
 
     /// The last forward pass's output rows (after the output activation) and their pre-activations (logits).
     public var reconstruction: UnsafePointer<Float> { UnsafePointer(outputs.last!.pointer) }
     public var outputLogits: UnsafePointer<Float> { UnsafePointer(preActivations.last!.pointer) }
-    /// The code (encoder output) rows of the last forward pass.
-    public var code: UnsafePointer<Float> { UnsafePointer(outputs[architecture.encoderDepth - 1].pointer) }
+    /// The code rows of the last forward pass (for a variational model: the sampled z, or μ when not sampling).
+    public var code: UnsafePointer<Float> {
+        UnsafePointer(architecture.variational ? sampledCode.pointer : outputs[architecture.encoderDepth - 1].pointer)
+    }
 
     /// λ·Σ|code| over the last forward pass's `batch` rows: the sparsity penalty's share of the loss sum.
     public func codePenalty(batch: Int) -> Double {
@@ -148,6 +211,22 @@ public final class Autoencoder {
         var sum = 0.0
         for i in 0..<(batch * architecture.codeSize) { sum += Double(abs(code[i])) }
         return Double(codeL1) * sum
+    }
+
+    /// dμ = dz + w·μ and d(log σ²) = dz·½σε + w·½(σ² − 1), with w the KL weight.
+    private func reparameterizationBackward(codeGradient: UnsafePointer<Float>, into encoderGradient: UnsafeMutablePointer<Float>,
+                                            batch: Int) {
+        let encoded = outputs[architecture.encoderDepth - 1].pointer, codeSize = architecture.codeSize
+        for row in 0..<batch {
+            let y = encoded + row * 2 * codeSize, g = encoderGradient + row * 2 * codeSize
+            let dz = codeGradient + row * codeSize, e = epsilon.pointer + row * codeSize
+            for i in 0..<codeSize {
+                let (m, v) = codeIndices(i)
+                let sigma = exp(0.5 * y[v])
+                g[m] = dz[i] + klWeight * y[m]
+                g[v] = (sampleCode ? dz[i] * 0.5 * sigma * e[i] : 0) + klWeight * 0.5 * (sigma * sigma - 1)
+            }
+        }
     }
 
     /// A buffer the loss writes dL/dz of the output layer into, for `backward`.
@@ -159,10 +238,16 @@ public final class Autoencoder {
         var spare = gradientScratch.1.pointer
         for index in layers.indices.reversed() {
             let layer = layers[index]
-            let layerInput = index == 0 ? input : UnsafePointer(outputs[index - 1].pointer)
+            let startsFromSample = architecture.variational && index == architecture.encoderDepth
+            let layerInput = index == 0 ? input : UnsafePointer(startsFromSample ? sampledCode.pointer : outputs[index - 1].pointer)
             layer.backward(input: layerInput, output: outputs[index].pointer, batch: batch, preActivationGradient: dz,
                            parameters: parameters.pointer, gradients: gradients.pointer, inputGradient: index == 0 ? nil : spare,
                            workspace: workspace.pointer)
+            if startsFromSample {
+                // Through z = μ + σ·ε and the KL term to the encoder's (linear) μ and log σ² outputs, into dz's buffer.
+                reparameterizationBackward(codeGradient: spare, into: dz, batch: batch)
+                continue
+            }
             if index > 0 {
                 if index == architecture.encoderDepth && codeL1 > 0 {
                     for i in 0..<(batch * layer.inputSize) where layerInput[i] != 0 { spare[i] += layerInput[i] > 0 ? codeL1 : -codeL1 }

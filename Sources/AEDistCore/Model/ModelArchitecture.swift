@@ -56,9 +56,15 @@ public struct ModelArchitecture: Equatable, Sendable {
     /// How many of `layers` make the encoder; the rest decode.
     public var encoderDepth: Int
 
+    /// The encoder's last layer gives μ and log σ² (the last axis holds both, μ first), and the decoder starts from a
+    /// sample of the code.
+    public var variational = false
+
     public var inputSize: Int { layers.first!.inputSize }
     public var inputShape: [Int] { layers.first!.inputShape }
-    public var codeSize: Int { layers[encoderDepth - 1].outputSize }
+    /// Values of the code the decoder starts from (half the encoder's output when variational).
+    public var codeSize: Int { layers[encoderDepth].inputSize }
+    public var codeShape: [Int] { layers[encoderDepth].inputShape }
     public var outputActivation: Activation { layers.last!.activation }
 
     static let examples = "e.g. dense:784-128-64, dense:784-256:tanh-32:linear, or conv:28x28x1/c32-p2-c32-p2/c32-u2-c32-u2-c1"
@@ -81,6 +87,21 @@ public struct ModelArchitecture: Equatable, Sendable {
         } else {
             let kind = spec.split(separator: ":").first.map(String.init) ?? spec
             throw fail("unknown model kind '\(kind)' (available: dense, conv)")
+        }
+        if config.variational {
+            // The code layer also gives log σ² beside μ: twice the outputs, no activation.
+            let last = encoderDepth - 1
+            var layer = layers[last]
+            switch layer.kind {
+            case .dense: layer.outputShape = [2 * layer.outputSize]
+            case .conv(let filters, let kernel, let stride, let same):
+                layer.kind = .conv(filters: 2 * filters, kernel: kernel, stride: stride, samePadding: same)
+                layer.outputShape[2] *= 2
+            case .maxPool, .upSample: throw fail("a variational encoder must end in a dense or conv layer")
+            }
+            layer.activation = .linear
+            layers[last] = layer
+            variational = true
         }
         // A spec may come from an untrusted file: refuse absurd sizes before anything is allocated.
         var total = 0

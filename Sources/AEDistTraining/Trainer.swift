@@ -155,14 +155,15 @@ public final class Trainer {
                 throw RunFailure("--val-fraction \(fraction) of \(total) samples in \(path):\(data.trainDataset) leaves no training or no validation rows")
             }
             let train = try SampleSet(file: file, datasetPath: data.trainDataset, rows: 0..<(total - held),
-                                      scale: data.scale, cache: data.cache)
+                                      scale: data.scale, cache: data.cache, channelsFirst: data.channelsFirst)
             let validation = try SampleSet(file: file, datasetPath: data.trainDataset, rows: (total - held)..<total,
-                                           scale: data.scale, cache: data.cache)
+                                           scale: data.scale, cache: data.cache, channelsFirst: data.channelsFirst)
             return (train, validation)
         }
-        let train = try SampleSet(file: file, datasetPath: data.trainDataset, scale: data.scale, cache: data.cache)
+        let train = try SampleSet(file: file, datasetPath: data.trainDataset, scale: data.scale, cache: data.cache,
+                                  channelsFirst: data.channelsFirst)
         let validation = try data.valDataset.map {
-            try SampleSet(file: file, datasetPath: $0, scale: data.scale, cache: data.cache)
+            try SampleSet(file: file, datasetPath: $0, scale: data.scale, cache: data.cache, channelsFirst: data.channelsFirst)
         }
         return (train, validation)
     }

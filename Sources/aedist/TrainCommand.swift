@@ -41,6 +41,8 @@ struct TrainCommand: ParsableCommand {
     var scale: Double?
     @Option(help: "Keep samples in memory: auto (if ≤ 2 GiB), always, never (default: auto).")
     var cache: DataConfig.CachePolicy?
+    @Flag(help: "Images are stored N×C×H×W (PyTorch's order) instead of N×H×W×C.")
+    var channelsFirst = false
 
     // Model and loss
     @Option(help: ArgumentHelp("Model: dense:IN-H1-…-CODE, decoder mirrored; a width may carry an activation, e.g. dense:784-256:tanh-32:linear (default: dense:784-32).", valueName: "spec"))
@@ -142,6 +144,7 @@ struct TrainCommand: ParsableCommand {
         if let valFraction { c.data.valFraction = valFraction }
         if let scale { c.data.scale = scale }
         if let cache { c.data.cache = cache }
+        if channelsFirst { c.data.channelsFirst = true }
         if let model { c.model.spec = model }
         if let activation { c.model.activation = activation }
         if let outputActivation { c.model.outputActivation = outputActivation }

@@ -25,6 +25,16 @@ final class ConvolutionTests: XCTestCase {
         XCTAssertEqual(model.parameterLayout.totalCount, (9 * 1 * 32 + 32) + 3 * (9 * 32 * 32 + 32) + (9 * 32 + 1))
     }
 
+    func testFlattenDenseAndReshapeBetweenImagesAndVectors() throws {
+        let model = try architecture("conv:28x28x1/c16-p2-f-d32/d3136-r14x14x16-u2-c1")
+        XCTAssertEqual(model.layers.map(\.outputShape), [[28, 28, 16], [14, 14, 16], [3136], [32], [3136], [14, 14, 16], [28, 28, 16], [28, 28, 1]])
+        XCTAssertEqual(model.codeSize, 32)
+        XCTAssertEqual(model.parameterLayout.tensors.first { $0.path == "encoder.3/weight" }?.shape, [32, 3136])
+        XCTAssertThrowsError(try architecture("conv:28x28x1/c16-d32/d784-r28x28x1-c1")) { XCTAssertTrue("\($0)".contains("flatten first"), "\($0)") }
+        XCTAssertThrowsError(try architecture("conv:28x28x1/c16-f-c8/c1")) { XCTAssertTrue("\($0)".contains("reshape first"), "\($0)") }
+        XCTAssertThrowsError(try architecture("conv:28x28x1/f-d8/d700-r28x28x1")) { XCTAssertTrue("\($0)".contains("is not a reshape"), "\($0)") }
+    }
+
     func testBadConvSpecsNameTheProblem() {
         for (spec, fragment) in [("conv:28x28/c8/c1", "is not an input shape"), ("conv:28x28x1/c8", "three parts"), ("conv:28x28x1/c8-p2/c8", "ends at 14×14×8"),
                                  ("conv:28x28x1/q8/c1", "unknown layer 'q8'"), ("conv:4x4x1/c8k9v/u1-c1", "does not fit"),
@@ -67,6 +77,7 @@ final class ConvolutionTests: XCTestCase {
 
     func testEveryGradientOfASmallConvolutionalAutoencoder() throws {
         for (spec, lossKind, output) in [("conv:6x6x2/c3-p2/c3-u2-c2", LossKind.mse, Activation.linear),
+                                         ("conv:4x4x1/c2-p2-f-d3/d8-r2x2x2-u2-c1", LossKind.mse, Activation.linear),
                                      ("conv:8x8x1/c2s2-p2/u2-c2k1-u2-c1", LossKind.bce, Activation.sigmoid)] {
             let architecture = try architecture(spec, hidden: .tanh, output: output)
             let model = Autoencoder(architecture: architecture, maxBatch: 3)
@@ -103,5 +114,15 @@ final class ConvolutionTests: XCTestCase {
             }
             print("\(spec): largest gradient difference \(worst) over \(model.parameters.count) parameters")
         }
+    }
+}
+
+extension ConvolutionTests {
+    func testDenseModelsWithAnExplicitDecoder() throws {
+        let model = try architecture("dense:784-256-32/64-784")
+        XCTAssertEqual(model.layers.map(\.outputShape), [[256], [32], [64], [784]])
+        XCTAssertEqual(model.encoderDepth, 2)
+        XCTAssertEqual(model.layers.last!.activation, .linear)
+        XCTAssertThrowsError(try architecture("dense:784-32/64-700")) { XCTAssertTrue("\($0)".contains("ends at 700 values"), "\($0)") }
     }
 }

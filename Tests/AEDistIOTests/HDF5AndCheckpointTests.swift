@@ -237,3 +237,46 @@ final class EarlierRunTests: XCTestCase {
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: archive + "/latest.h5")), bytes)
     }
 }
+
+final class ChannelsFirstTests: XCTestCase {
+    /// N×C×H×W data read channels-first gives exactly the N×H×W×C rows, cached or streamed.
+    func testChannelsFirstRowsComeOutChannelsLast() throws {
+        let (n, h, w, c) = (5, 3, 4, 2)
+        var lastOrder = [Float](repeating: 0, count: n * h * w * c), firstOrder = lastOrder
+        for s in 0..<n { for y in 0..<h { for x in 0..<w { for k in 0..<c {
+            let value = Float(s * 1000 + y * 100 + x * 10 + k)
+            lastOrder[((s * h + y) * w + x) * c + k] = value
+            firstOrder[((s * c + k) * h + y) * w + x] = value
+        } } } }
+        let path = temporaryFolder() + "/layouts.h5"
+        let file = try HDF5File.create(path)
+        try lastOrder.withUnsafeBufferPointer { _ = try file.root.write("nhwc", shape: [n, h, w, c], floats: $0) }
+        try firstOrder.withUnsafeBufferPointer { _ = try file.root.write("nchw", shape: [n, c, h, w], floats: $0) }
+        try file.close()
+        let reopened = try HDF5File.open(path)
+        let reference = try SampleSet(file: reopened, datasetPath: "/nhwc", scale: 1, cache: .always)
+        for policy in [DataConfig.CachePolicy.always, .never] {
+            let converted = try SampleSet(file: reopened, datasetPath: "/nchw", scale: 1, cache: policy, channelsFirst: true)
+            XCTAssertEqual(converted.sampleShape, [h, w, c])
+            var a = [Float](repeating: 0, count: 2 * h * w * c), b = a
+            try [Int32(1), 3].withUnsafeBufferPointer { rows in
+                try a.withUnsafeMutableBufferPointer { try reference.gather(rows: rows, into: $0.baseAddress!) }
+                try b.withUnsafeMutableBufferPointer { try converted.gather(rows: rows, into: $0.baseAddress!) }
+            }
+            XCTAssertEqual(a, b, "gather, cache \(policy)")
+            try a.withUnsafeMutableBufferPointer { try reference.read(2..<4, into: $0.baseAddress!) }
+            try b.withUnsafeMutableBufferPointer { try converted.read(2..<4, into: $0.baseAddress!) }
+            XCTAssertEqual(a, b, "read, cache \(policy)")
+        }
+    }
+
+    func testChannelsFirstNeedsImages() throws {
+        let path = temporaryFolder() + "/flat.h5"
+        let file = try HDF5File.create(path)
+        try [Float](repeating: 0, count: 12).withUnsafeBufferPointer { _ = try file.root.write("x", shape: [3, 4], floats: $0) }
+        try file.close()
+        XCTAssertThrowsError(try SampleSet(file: try HDF5File.open(path), datasetPath: "/x", scale: 1, cache: .never, channelsFirst: true)) {
+            XCTAssertTrue("\($0)".contains("channels-first data must be N×C×H×W"), "\($0)")
+        }
+    }
+}

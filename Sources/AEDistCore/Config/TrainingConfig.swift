@@ -164,6 +164,8 @@ public struct DataConfig: Codable, Equatable, Sendable {
     /// Multiplier for integer data; nil means the dataset's `scale` attribute, else 1/255 for uint8.
     public var scale: Double?
     public var cache = CachePolicy.auto
+    /// Images stored N×C×H×W (PyTorch's order) rather than N×H×W×C; aedist computes channels-last.
+    public var channelsFirst = false
 
     public init() {}
 
@@ -176,6 +178,7 @@ public struct DataConfig: Codable, Equatable, Sendable {
     enum CodingKeys: String, CodingKey, CaseIterable {
         case path, scale, cache
         case trainDataset = "train_dataset", valDataset = "val_dataset", valFraction = "val_fraction"
+        case channelsFirst = "channels_first"
     }
 
     public init(from decoder: Decoder) throws {
@@ -186,6 +189,7 @@ public struct DataConfig: Codable, Equatable, Sendable {
         valFraction = try c.decodeIfPresent(Double.self, forKey: .valFraction)
         scale = try c.decodeIfPresent(Double.self, forKey: .scale)
         cache = try c.decodeIfPresent(CachePolicy.self, forKey: .cache) ?? cache
+        channelsFirst = try c.decodeIfPresent(Bool.self, forKey: .channelsFirst) ?? channelsFirst
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -196,6 +200,7 @@ public struct DataConfig: Codable, Equatable, Sendable {
         try c.encode(valFraction, forKey: .valFraction)
         try c.encode(scale, forKey: .scale)
         try c.encode(cache, forKey: .cache)
+        try c.encode(channelsFirst, forKey: .channelsFirst)
     }
 }
 

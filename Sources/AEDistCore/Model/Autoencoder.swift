@@ -7,6 +7,7 @@ public struct ModelLayer: Sendable {
         case conv(Conv2DLayer)
         case maxPool(MaxPool2DLayer)
         case upSample(UpSample2DLayer)
+        case reshape
     }
 
     public let spec: LayerSpec
@@ -24,6 +25,7 @@ public struct ModelLayer: Sendable {
         case .conv: kernel = .conv(Conv2DLayer(spec: spec, weightOffset: weightOffset, biasOffset: biasOffset))
         case .maxPool: kernel = .maxPool(MaxPool2DLayer(spec: spec))
         case .upSample: kernel = .upSample(UpSample2DLayer(spec: spec))
+        case .reshape: kernel = .reshape
         }
     }
 
@@ -50,6 +52,9 @@ public struct ModelLayer: Sendable {
         case .upSample(let layer):
             layer.forward(input: input, batch: batch, output: output)
             preActivation.update(from: output, count: batch * outputSize)
+        case .reshape:
+            output.update(from: input, count: batch * outputSize)
+            preActivation.update(from: input, count: batch * outputSize)
         }
     }
 
@@ -69,6 +74,8 @@ public struct ModelLayer: Sendable {
             if let inputGradient { layer.backward(input: input, output: output, batch: batch, outputGradient: dz, inputGradient: inputGradient) }
         case .upSample(let layer):
             if let inputGradient { layer.backward(batch: batch, outputGradient: dz, inputGradient: inputGradient) }
+        case .reshape:
+            inputGradient?.update(from: dz, count: batch * inputSize)
         }
     }
 
@@ -76,7 +83,7 @@ public struct ModelLayer: Sendable {
         switch kernel {
         case .dense(let layer): layer.initialize(parameters: parameters, seed: seed, layerIndex: layerIndex)
         case .conv(let layer): layer.initialize(parameters: parameters, seed: seed, layerIndex: layerIndex)
-        case .maxPool, .upSample: break
+        case .maxPool, .upSample, .reshape: break
         }
     }
 }

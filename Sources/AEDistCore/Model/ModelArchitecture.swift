@@ -8,6 +8,8 @@ public struct LayerSpec: Equatable, Sendable {
         case maxPool(size: Int)
         /// Nearest-neighbour upsampling by `factor` in height and width.
         case upSample(factor: Int)
+        /// Flatten or reshape: the same values in the same (row-major, channels-last) order, another shape.
+        case reshape
     }
 
     public var name: String
@@ -24,7 +26,7 @@ public struct LayerSpec: Equatable, Sendable {
         switch kind {
         case .dense: return [("weight", [outputSize, inputSize]), ("bias", [outputSize])]
         case .conv(let filters, let kernel, _, _): return [("weight", [filters, kernel, kernel, inputShape[2]]), ("bias", [filters])]
-        case .maxPool, .upSample: return []
+        case .maxPool, .upSample, .reshape: return []
         }
     }
 
@@ -44,6 +46,7 @@ public struct LayerSpec: Equatable, Sendable {
             return "\(name) conv \(kernel)×\(kernel)×\(filters)\(stride > 1 ? " stride \(stride)" : "")\(same ? "" : " valid") \(shapes) \(activation.rawValue)"
         case .maxPool(let size): return "\(name) maxpool \(size) \(shapes)"
         case .upSample(let factor): return "\(name) upsample \(factor) \(shapes)"
+        case .reshape: return "\(name) \(outputShape.count == 1 ? "flatten" : "reshape") \(shapes)"
         }
     }
 }
@@ -97,7 +100,7 @@ public struct ModelArchitecture: Equatable, Sendable {
             case .conv(let filters, let kernel, let stride, let same):
                 layer.kind = .conv(filters: 2 * filters, kernel: kernel, stride: stride, samePadding: same)
                 layer.outputShape[2] *= 2
-            case .maxPool, .upSample: throw fail("a variational encoder must end in a dense or conv layer")
+            case .maxPool, .upSample, .reshape: throw fail("a variational encoder must end in a dense or conv layer")
             }
             layer.activation = .linear
             layers[last] = layer
@@ -121,11 +124,14 @@ public struct ModelArchitecture: Equatable, Sendable {
         }
     }
 
-    /// "dense:784-128-64": encoder widths from the input to the code, the decoder mirrored.
+    /// "dense:784-128-64": encoder widths from the input to the code, the decoder mirrored; or with an explicit
+    /// decoder after a '/': "dense:784-256-32/64-784" (the decoder's widths after the code, ending at the input's).
     private init(dense spec: String, config: ModelConfig, fail: (String) -> ConfigError, activation: (Substring) throws -> Activation) throws {
         var widths: [Int] = []
         var activations: [Activation] = []
-        for token in spec.dropFirst("dense:".count).split(separator: "-", omittingEmptySubsequences: false) {
+        let halves = spec.dropFirst("dense:".count).split(separator: "/", omittingEmptySubsequences: false)
+        guard halves.count <= 2 else { throw fail("at most one '/' (between the encoder's and the decoder's widths)") }
+        for token in halves[0].split(separator: "-", omittingEmptySubsequences: false) {
             let parts = token.split(separator: ":", omittingEmptySubsequences: false)
             guard parts.count <= 2, let width = Int(parts[0]), width > 0 else { throw fail("'\(token)' is not a positive width") }
             widths.append(width)
@@ -140,6 +146,22 @@ public struct ModelArchitecture: Equatable, Sendable {
             layers.append(LayerSpec(name: "encoder.\(i - 1)", kind: .dense, inputShape: [widths[i - 1]], outputShape: [widths[i]],
                                     activation: activations[i]))
         }
+        encoderDepth = widths.count - 1
+        if halves.count == 2 {
+            var previous = widths.last!
+            let tokens = halves[1].split(separator: "-", omittingEmptySubsequences: false)
+            for (index, token) in tokens.enumerated() {
+                let parts = token.split(separator: ":", omittingEmptySubsequences: false)
+                guard parts.count <= 2, let width = Int(parts[0]), width > 0 else { throw fail("'\(token)' is not a positive width") }
+                let isOutput = index == tokens.count - 1
+                let chosen = parts.count == 2 ? try activation(parts[1]) : (isOutput ? config.outputActivation : config.activation)
+                layers.append(LayerSpec(name: "decoder.\(index)", kind: .dense, inputShape: [previous], outputShape: [width], activation: chosen))
+                previous = width
+            }
+            guard previous == widths[0] else { throw fail("the decoder ends at \(previous) values, not at the input's \(widths[0])") }
+            self.layers = layers
+            return
+        }
         // The decoder mirrors the encoder; its hidden layers take the activation of the encoder layer they mirror.
         let mirrored = Array(widths.reversed())
         let mirroredActivations = Array(activations.reversed())
@@ -149,7 +171,6 @@ public struct ModelArchitecture: Equatable, Sendable {
                                     activation: isOutput ? config.outputActivation : mirroredActivations[i]))
         }
         self.layers = layers
-        encoderDepth = widths.count - 1
     }
 
     /// "conv:28x28x1/c32-p2-c32-p2/c32-u2-c32-u2-c1": input H×W×C, then the encoder's and the decoder's layers.
@@ -178,7 +199,26 @@ public struct ModelArchitecture: Equatable, Sendable {
                 }
                 let kind: LayerSpec.Kind
                 var output: [Int]
+                if "cpu".contains(letter) && shape.count != 3 {
+                    throw fail("'\(token)' needs an image (H×W×C) input but gets \(shape[0]) values; reshape first, e.g. r7x7x32")
+                }
                 switch letter {
+                case "f":
+                    guard rest.isEmpty else { throw fail("'\(token)': flatten takes no argument (f)") }
+                    kind = .reshape
+                    output = [shape.reduce(1, *)]
+                case "d":
+                    guard shape.count == 1 else { throw fail("'\(token)' needs a flat input; flatten first with f") }
+                    guard let width = Int(rest), width > 0 else { throw fail("'\(token)' is not a dense layer such as d64") }
+                    kind = .dense
+                    output = [width]
+                case "r":
+                    let dimensions = rest.split(separator: "x").compactMap { Int($0) }
+                    guard dimensions.count == 3, dimensions.allSatisfy({ $0 > 0 }), dimensions.reduce(1, *) == shape.reduce(1, *) else {
+                        throw fail("'\(token)' is not a reshape of \(shape.reduce(1, *)) values into H×W×C, such as r7x7x32")
+                    }
+                    kind = .reshape
+                    output = dimensions
                 case "c":
                     guard let filters = Int(rest.prefix { $0.isNumber }), filters > 0,
                           let kernel = number(after: "k", in: rest, default: 3), kernel > 0,
@@ -200,11 +240,14 @@ public struct ModelArchitecture: Equatable, Sendable {
                     kind = .upSample(factor: factor)
                     output = [shape[0] * factor, shape[1] * factor, shape[2]]
                 default:
-                    throw fail("unknown layer '\(token)' (c = conv, p = max-pool, u = upsample)")
+                    throw fail("unknown layer '\(token)' (c = conv, p = max-pool, u = upsample, f = flatten, dN = dense, rHxWxC = reshape)")
                 }
                 let isParameterless: Bool
-                if case .conv = kind { isParameterless = false } else { isParameterless = true }
-                if isParameterless && pieces.count == 2 { throw fail("'\(token)': pooling and upsampling take no activation") }
+                switch kind {
+                case .conv, .dense: isParameterless = false
+                default: isParameterless = true
+                }
+                if isParameterless && pieces.count == 2 { throw fail("'\(token)': pooling, upsampling and reshaping take no activation") }
                 layers.append(LayerSpec(name: "\(part).\(index)", kind: kind, inputShape: shape, outputShape: output,
                                         activation: isParameterless ? .linear : chosen))
                 shape = output

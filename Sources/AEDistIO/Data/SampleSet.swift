@@ -16,6 +16,11 @@ public final class SampleSet {
     private let dataset: HDF5Dataset
     private let firstRow: Int
     private let cache: FlatBuffer?
+    /// Channels-first images (N×C×H×W) are turned channels-last as they are read; one scratch row per reading
+    /// thread (the prefetcher gathers, the trainer reads validation rows).
+    private let channelsFirst: Bool
+    private let gatherScratch: FlatBuffer
+    private let readScratch: FlatBuffer
 
     public static let cacheLimitBytes = 2 << 30
 
@@ -24,7 +29,7 @@ public final class SampleSet {
     ///   - scale: multiplier from the command line; nil means the dataset's `scale` attribute, else 1/255 for
     ///     uint8 data, else 1.
     public init(file: HDF5File, datasetPath: String, rows: Range<Int>? = nil, scale explicitScale: Double?,
-                cache policy: DataConfig.CachePolicy) throws {
+                cache policy: DataConfig.CachePolicy, channelsFirst: Bool = false) throws {
         let dataset = try file.root.dataset(datasetPath)
         let location = "\(file.path):\(datasetPath)"
         guard dataset.elementKind.isNumeric else {
@@ -40,8 +45,19 @@ public final class SampleSet {
         self.dataset = dataset
         firstRow = range.lowerBound
         rowCount = range.count
-        sampleShape = Array(dataset.shape.dropFirst())
+        let stored = Array(dataset.shape.dropFirst())
+        if channelsFirst {
+            guard stored.count == 3 else {
+                throw HDF5Error("\(location) has shape \(Self.describe(dataset.shape)); channels-first data must be N×C×H×W")
+            }
+            sampleShape = [stored[1], stored[2], stored[0]]
+        } else {
+            sampleShape = stored
+        }
+        self.channelsFirst = channelsFirst
         rowWidth = sampleShape.reduce(1, *)
+        gatherScratch = FlatBuffer(count: channelsFirst ? rowWidth : 1)
+        readScratch = FlatBuffer(count: channelsFirst ? rowWidth : 1)
         name = rows == nil ? location : "\(location)[\(range.lowerBound)..<\(range.upperBound)]"
 
         if let explicitScale {
@@ -61,11 +77,32 @@ public final class SampleSet {
         if isCached {
             let cache = FlatBuffer(count: rowCount * rowWidth)
             try dataset.readRows(range, into: cache.pointer)
+            if channelsFirst { Self.toChannelsLast(cache.pointer, rows: rowCount, shape: sampleShape, scratch: FlatBuffer(count: rowWidth)) }
             try Self.scaleAndCheck(cache.pointer, count: cache.count, scale: scale, rowWidth: rowWidth,
                                    firstRow: firstRow, location: location)
             self.cache = cache
         } else {
             cache = nil
+        }
+    }
+
+    /// C×H×W rows → H×W×C rows, in place through a scratch row.
+    private func toChannelsLast(_ rows: UnsafeMutablePointer<Float>, rows count: Int, scratch: FlatBuffer) {
+        guard channelsFirst else { return }
+        Self.toChannelsLast(rows, rows: count, shape: sampleShape, scratch: scratch)
+    }
+
+    private static func toChannelsLast(_ rows: UnsafeMutablePointer<Float>, rows count: Int, shape: [Int], scratch: FlatBuffer) {
+        let (height, width, channels) = (shape[0], shape[1], shape[2])
+        let rowWidth = height * width * channels
+        for row in 0..<count {
+            let values = rows + row * rowWidth
+            scratch.pointer.update(from: values, count: rowWidth)
+            for c in 0..<channels {
+                for y in 0..<height {
+                    for x in 0..<width { values[(y * width + x) * channels + c] = scratch.pointer[(c * height + y) * width + x] }
+                }
+            }
         }
     }
 
@@ -101,6 +138,7 @@ public final class SampleSet {
             let shifted = rows.map { $0 + Int32(firstRow) }
             try shifted.withUnsafeBufferPointer { try dataset.readRows(sorted: $0, into: destination) }
         }
+        toChannelsLast(destination, rows: rows.count, scratch: gatherScratch)
         try Self.scaleAndCheck(destination, count: rows.count * rowWidth, scale: scale, rowWidth: rowWidth,
                                firstRow: firstRow, location: name, rowNumbers: rows)
     }
@@ -112,6 +150,7 @@ public final class SampleSet {
             return
         }
         try dataset.readRows((range.lowerBound + firstRow)..<(range.upperBound + firstRow), into: destination)
+        toChannelsLast(destination, rows: range.count, scratch: readScratch)
         try Self.scaleAndCheck(destination, count: range.count * rowWidth, scale: scale, rowWidth: rowWidth,
                                firstRow: firstRow + range.lowerBound, location: name)
     }

@@ -69,6 +69,8 @@ public final class Trainer {
     let maxRowsPerRank: Int
     /// Rows for validation forward passes (the prefetcher owns the training rows).
     let validationRows: FlatBuffer
+    /// KL sparsity's running state (nil when off).
+    let sparsity: KLSparsity?
     /// Mean KL per validation sample at the last validation (variational models).
     var lastValidationKL = Double.nan
     /// Set in deterministic mode: exact sums of fixed micro-batches' gradients.
@@ -127,7 +129,11 @@ public final class Trainer {
         let microBatch = config.schedule.deterministic ? config.schedule.microBatch : nil
         maxRowsPerRank = BatchSchedule.maxSliceCount(globalBatchSize: min(config.schedule.batchSize, train.rowCount),
                                                      size: comm.size, microBatch: microBatch)
-        model = Autoencoder(architecture: architecture, maxBatch: maxRowsPerRank, gradientTail: StepSlot.allCases.count)
+        // After the step's statistics: for KL sparsity, the sum of each code unit's activations over the batch.
+        let sparsityUnits = config.model.sparsityTarget > 0 ? architecture.codeSize : 0
+        model = Autoencoder(architecture: architecture, maxBatch: maxRowsPerRank, gradientTail: StepSlot.allCases.count + sparsityUnits)
+        sparsity = sparsityUnits > 0 ? KLSparsity(target: config.model.sparsityTarget, weight: config.model.sparsityWeight, units: sparsityUnits) : nil
+        model.codeSparsityGradient = sparsity?.unitGradient.pointer
         optimizer = Optimizer(config: config.optimizer, parameterCount: model.layout.totalCount)
         validationRows = FlatBuffer(count: maxRowsPerRank * architecture.inputSize)
         corruption = try Corruption(config.model.noise)
@@ -343,7 +349,7 @@ public final class Trainer {
                 // One all-reduce carries the gradients and the step's statistics; in deterministic mode it carries
                 // only the statistics and the gradients follow as an exact sum.
                 let reduced = exactSum == nil ? gradients.buffer
-                    : UnsafeMutableBufferPointer(start: tail, count: StepSlot.allCases.count)
+                    : UnsafeMutableBufferPointer(start: tail, count: gradients.count - parameterCount)
                 try comm.allReduceGradients(reduced, step: progress.globalStep + group.count)
                 if tail[StepSlot.failedRanks.rawValue] > 0 {
                     try comm.agreeOnFailure(localError)
@@ -360,6 +366,7 @@ public final class Trainer {
                 }
                 let scale = 1 / Float(max(globalCount, 1))
                 for i in 0..<parameterCount { gradients.pointer[i] *= scale }
+                sparsity?.update(activationSums: tail + StepSlot.allCases.count, samples: globalCount)
                 if config.optimizer.clipNorm > 0 { clipGradientNorm(gradients, count: parameterCount, to: Float(config.optimizer.clipNorm)) }
                 learningRate = currentLearningRate()
                 optimizer.step(parameters: model.parameters, gradients: gradients, learningRate: learningRate)
@@ -508,6 +515,14 @@ public final class Trainer {
                                  output: model.reconstruction, target: targets, batch: count, width: architecture.inputSize,
                                  gradient: withGradient ? model.outputGradient : nil)
         sums.loss += model.codePenalty(batch: count)
+        if let sparsity {
+            sums.loss += sparsity.penalty * Double(count)
+            if withGradient {
+                // The batch's activations feed the next step's estimate ρ̂ (they travel in the step's all-reduce).
+                let sums = model.gradients.pointer + model.layout.totalCount + StepSlot.allCases.count
+                for row in 0..<count { for j in 0..<sparsity.units { sums[j] += model.code[row * sparsity.units + j] } }
+            }
+        }
         if architecture.variational {
             sums.kl = model.klDivergence(batch: count)
             sums.loss += Double(model.klWeight) * sums.kl

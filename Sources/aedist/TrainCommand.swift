@@ -57,6 +57,10 @@ struct TrainCommand: ParsableCommand {
     var noise: String?
     @Option(help: ArgumentHelp("Sparse autoencoder: L1 activity penalty λ·Σ|code| per sample (default: 0).", valueName: "lambda"))
     var l1Activity: Double?
+    @Option(help: ArgumentHelp("Sparse autoencoder, KL form: target mean activation ρ of the (sigmoid) code units (default: 0, off).", valueName: "rho"))
+    var sparsityTarget: Double?
+    @Option(help: ArgumentHelp("Weight of the KL sparsity penalty (default: 1).", valueName: "weight"))
+    var sparsityWeight: Double?
     @Flag(help: "Variational autoencoder: the encoder's last layer gives μ and log σ² of the code (twice its width), the decoder starts from a sample z = μ + σ·ε, and the loss adds β·KL.")
     var variational = false
     @Option(help: "Weight β of the KL term of a variational model, per value of the sample (default: 1).")
@@ -152,6 +156,8 @@ struct TrainCommand: ParsableCommand {
         if let noise { c.model.noise = noise }
         if let l1Activity { c.model.l1Activity = l1Activity }
         if variational { c.model.variational = true }
+        if let sparsityTarget { c.model.sparsityTarget = sparsityTarget }
+        if let sparsityWeight { c.model.sparsityWeight = sparsityWeight }
         if let beta { c.model.beta = beta }
         if let optimizer { c.optimizer.kind = optimizer }
         if let lr { c.optimizer.learningRate = lr }

@@ -271,3 +271,19 @@ final class ConvolutionalTrainingTests: XCTestCase {
         XCTAssertTrue(outcome.stderr.contains("the model has collapsed to a constant output"), outcome.stderr)
     }
 }
+
+extension AutoencoderVariantTests {
+    /// The KL sparsity penalty pulls the code units' mean activation to the target ρ.
+    func testKLSparsityTargetSetsTheMeanActivation() throws {
+        let folder = Harness.temporaryDirectory()
+        assertSucceeded(try Harness.aedist(ranks: 2, ["train", "--model", "dense:784-64:sigmoid", "--sparsity-target", "0.05",
+                                                      "--sparsity-weight", "3", "--epochs", "10", "--checkpoint-dir", folder]))
+        assertSucceeded(try Harness.aedist(ranks: nil, ["encode", "\(folder)/latest.h5", "--output", "\(folder)/codes.h5"]))
+        let stats = try Harness.python(["stats", "\(folder)/codes.h5", "/codes"]).stdout
+        let mean = (Double(stats.split(separator: " ")[3]) ?? .nan) / (1000 * 64)
+        XCTAssertEqual(mean, 0.05, accuracy: 0.02, stats)
+        let refused = try Harness.aedist(ranks: nil, ["train", "--model", "dense:784-64", "--sparsity-target", "0.05"])
+        XCTAssertEqual(refused.status, 64, "\(refused)")
+        XCTAssertTrue(refused.stderr.contains("--sparsity-target needs a sigmoid code"), refused.stderr)
+    }
+}

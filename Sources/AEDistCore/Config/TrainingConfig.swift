@@ -61,6 +61,15 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
         }
         _ = try Corruption(model.noise)
         if !(model.beta >= 0 && model.beta.isFinite) { try fail("--beta must be 0 or more (got \(model.beta))") }
+        if !(model.sparsityTarget >= 0 && model.sparsityTarget < 1) { try fail("--sparsity-target must be in (0, 1), or 0 for off (got \(model.sparsityTarget))") }
+        if !(model.sparsityWeight >= 0 && model.sparsityWeight.isFinite) { try fail("--sparsity-weight must be 0 or more (got \(model.sparsityWeight))") }
+        if model.sparsityTarget > 0 {
+            let architecture = try ModelArchitecture(model)
+            guard architecture.layers[architecture.encoderDepth - 1].activation == .sigmoid, !model.variational else {
+                throw ConfigError("--sparsity-target needs a sigmoid code: give the code layer ':sigmoid' (e.g. dense:784-64:sigmoid) or --activation sigmoid")
+            }
+            if schedule.deterministic { try fail("--sparsity-target with --deterministic is not supported yet") }
+        }
         if model.variational && model.l1Activity > 0 { try fail("--l1-activity does not apply to --variational models (their code is a distribution)") }
         if !(model.l1Activity >= 0 && model.l1Activity.isFinite) { try fail("--l1-activity must be 0 or more (got \(model.l1Activity))") }
         if schedule.batchSize < 1 { try fail("--batch-size must be at least 1 (got \(schedule.batchSize))") }
@@ -133,12 +142,17 @@ public struct ModelConfig: Codable, Equatable, Sendable {
     /// reparameterisation; the loss adds β·KL(q(z|x) ‖ N(0, I)) per value of the sample.
     public var variational = false
     public var beta = 1.0
+    /// Sparse autoencoder, KL form: target mean activation ρ of sigmoid code units (0: off), with weight
+    /// `sparsityWeight`: adds weight·Σ_j KL(ρ ‖ ρ̂_j) to the loss.
+    public var sparsityTarget = 0.0
+    public var sparsityWeight = 1.0
 
     public init() {}
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case spec, activation, noise, variational, beta
         case outputActivation = "output_activation", l1Activity = "l1_activity"
+        case sparsityTarget = "sparsity_target", sparsityWeight = "sparsity_weight"
     }
 
     public init(from decoder: Decoder) throws {
@@ -150,6 +164,8 @@ public struct ModelConfig: Codable, Equatable, Sendable {
         l1Activity = try c.decodeIfPresent(Double.self, forKey: .l1Activity) ?? l1Activity
         variational = try c.decodeIfPresent(Bool.self, forKey: .variational) ?? variational
         beta = try c.decodeIfPresent(Double.self, forKey: .beta) ?? beta
+        sparsityTarget = try c.decodeIfPresent(Double.self, forKey: .sparsityTarget) ?? sparsityTarget
+        sparsityWeight = try c.decodeIfPresent(Double.self, forKey: .sparsityWeight) ?? sparsityWeight
     }
 }
 

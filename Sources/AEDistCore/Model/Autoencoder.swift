@@ -101,6 +101,8 @@ public final class Autoencoder {
     /// Weight of the L1 activity penalty on the code (sparse autoencoders); its gradient λ·sign(code) joins the
     /// backward pass where it crosses the code.
     public var codeL1: Float = 0
+    /// KL sparsity: per code unit, d(penalty)/d(activation) for each sample, set by the trainer from ρ and ρ̂.
+    public var codeSparsityGradient: UnsafeMutablePointer<Float>?
 
     /// Per layer: z (pre-activation) and y = f(z), each maxBatch × outputSize.
     private let preActivations: [FlatBuffer]
@@ -258,6 +260,10 @@ public final class Autoencoder {
             if index > 0 {
                 if index == architecture.encoderDepth && codeL1 > 0 {
                     for i in 0..<(batch * layer.inputSize) where layerInput[i] != 0 { spare[i] += layerInput[i] > 0 ? codeL1 : -codeL1 }
+                }
+                if index == architecture.encoderDepth, let unitGradient = codeSparsityGradient {
+                    let units = layer.inputSize
+                    for row in 0..<batch { for j in 0..<units { spare[row * units + j] += unitGradient[j] } }
                 }
                 layers[index - 1].spec.activation.backward(outputs: layerInput, gradient: spare,
                                                            count: batch * layer.inputSize)

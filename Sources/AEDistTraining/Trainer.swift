@@ -425,12 +425,19 @@ public final class Trainer {
             try comm.together { if comm.isRoot { try directory.appendMetrics(metrics) } }
             var line = String(format: "epoch %d/%d  step %d  train %@ %.4f", progress.epochsCompleted, epochs,
                               progress.globalStep, lossName, metrics.trainLoss)
-            if architecture.variational { line += String(format: " (kl %.3f)", epochKL / Double(max(epochSamples - progress.epochSamples, 1))) }
+            if architecture.variational {
+                // The loss is reconstruction + (β/D)·KL: show both terms.
+                let kl = epochKL / Double(max(epochSamples, 1))
+                line += String(format: " (recon %.4f + kl %.3f × %.2g)", metrics.trainLoss - Double(model.klWeight) * kl, kl, Double(model.klWeight))
+            }
             if !validation.loss.isNaN {
                 line += String(format: "  val %@ %.4f", lossName, validation.loss)
                 if config.loss != .mse { line += String(format: "  val mse %.4f", validation.mse) }
                 if corruption != .none { line += String(format: " (noisy inputs: mse %.4f)", validation.noisyMSE) }
-                if architecture.variational { line += String(format: "  val kl %.3f", lastValidationKL) }
+                if architecture.variational {
+                    line += String(format: " (recon %.4f + kl %.3f × %.2g)", validation.loss - Double(model.klWeight) * lastValidationKL,
+                                   lastValidationKL, Double(model.klWeight))
+                }
             }
             line += String(format: "  %.0f samples/s  %.2fs", rate, trainSeconds)
             console.line(line)

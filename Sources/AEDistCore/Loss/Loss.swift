@@ -31,10 +31,11 @@ public enum Loss {
             var rowSquared: Double = 0
             switch kind {
             case .bce:
-                // From logits: max(z,0) − z·x + log(1 + e^−|z|) never overflows, and dL/dz = σ(z) − x.
+                // From logits: max(z,0) − z·x + log(1 + e^−|z|) never overflows, and dL/dz = σ(z) − x. The last term
+                // is −log σ(|z|) = −log max(y, 1 − y) with y = σ(z) already computed: one logarithm, no exponential.
                 for j in 0..<width {
                     let z = logits[base + j], x = target[base + j], y = output[base + j]
-                    rowLoss += Double(max(z, 0) - z * x + log1p(exp(-abs(z))))
+                    rowLoss += Double(max(z, 0) - z * x - log(max(y, 1 - y)))
                     let diff = y - x
                     rowSquared += Double(diff * diff)
                     gradient?[base + j] = diff * perValue

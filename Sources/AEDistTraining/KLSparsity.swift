@@ -32,8 +32,14 @@ final class KLSparsity {
 
     func update(activationSums: UnsafePointer<Float>, samples: Int) {
         guard samples > 0 else { return }
+        restore((0..<units).map { Double(activationSums[$0]) / Double(samples) })
+    }
+
+    /// Sets ρ̂ (from a batch, or from a checkpoint so a resumed run continues exactly).
+    func restore(_ values: [Double]) {
+        guard values.count == units else { return }
         for j in 0..<units {
-            let rhoHat = min(max(Double(activationSums[j]) / Double(samples), 1e-6), 1 - 1e-6)
+            let rhoHat = min(max(values[j], 1e-6), 1 - 1e-6)
             estimate[j] = rhoHat
             unitGradient[j] = Float(weight * (-target / rhoHat + (1 - target) / (1 - rhoHat)))
         }

@@ -31,8 +31,9 @@ public enum Pictures {
     public static func lossCurves(_ history: [EpochMetrics], lossName: String) -> Picture {
         var picture = Picture(width: 640, height: 400, channels: 3)
         let left = 70, right = 620, top = 30, bottom = 350
-        let values = history.flatMap { [$0.trainLoss, $0.valLoss] }.filter(\.isFinite)
-        let low = values.min() ?? 0, high = max(values.max() ?? 1, low + 1e-9)
+        let values = history.flatMap { [$0.trainLoss, $0.valLoss] }.filter { $0.isFinite && abs($0) < 1e30 }
+        var low = values.min() ?? 0, high = values.max() ?? 1
+        if !(high - low > max(1e-12, abs(low) * 1e-6)) { (low, high) = (low - 0.5, low + 0.5) }
         let epochs = max(history.count, 2)
         func point(_ index: Int, _ value: Double) -> (Int, Int) {
             (left + (right - left) * index / (epochs - 1), bottom - Int(Double(bottom - top) * (value - low) / (high - low)))

@@ -116,8 +116,10 @@ public final class Trainer {
         valSet = validation
         let architecture = self.architecture
         try comm.together {
-            for set in [train, validation].compactMap({ $0 }) where set.rowWidth != architecture.inputSize {
-                throw RunFailure("\(set.name) has samples of shape \(set.sampleShape.map(String.init).joined(separator: "×")) = \(set.rowWidth) values, but model '\(config.model.spec)' takes \(architecture.inputSize) inputs; change --model or --train-dataset")
+            for set in [train, validation].compactMap({ $0 }) {
+                if let mismatch = architecture.mismatch(sampleShape: set.sampleShape) {
+                    throw RunFailure("\(set.name) has samples of \(mismatch) (model '\(config.model.spec)'); change --model or --train-dataset")
+                }
             }
             if train.rowCount < comm.size {
                 throw RunFailure("\(train.name) has \(train.rowCount) samples, fewer than the \(comm.size) ranks; use fewer ranks or more data")
@@ -200,7 +202,14 @@ public final class Trainer {
             model.parameters.copy(from: checkpoint.parameters)
             try comm.together {
                 guard checkpoint.config.model == config.model else {
-                    throw RunFailure("\(checkpointPath) was trained as \(try ModelArchitecture(checkpoint.config.model).description), but this run builds \(architecture.description); pass the same --model and activations, or a new --checkpoint-dir")
+                    let stored = checkpoint.config.model, asked = config.model
+                    let differing = [("--model", stored.spec != asked.spec), ("--activation", stored.activation != asked.activation),
+                                     ("--output-activation", stored.outputActivation != asked.outputActivation),
+                                     ("--noise", stored.noise != asked.noise), ("--l1-activity", stored.l1Activity != asked.l1Activity),
+                                     ("--variational", stored.variational != asked.variational), ("--beta", stored.beta != asked.beta),
+                                     ("--sparsity-target", stored.sparsityTarget != asked.sparsityTarget),
+                                     ("--sparsity-weight", stored.sparsityWeight != asked.sparsityWeight)].filter(\.1).map(\.0)
+                    throw RunFailure("\(checkpointPath) was trained as \(try ModelArchitecture(stored).description) with other model options (\(differing.joined(separator: ", "))) than this run's \(architecture.description); pass the options it was trained with (aedist inspect shows them), or a new --checkpoint-dir")
                 }
                 guard checkpoint.optimizerName == config.optimizer.kind.rawValue else {
                     throw RunFailure("\(checkpointPath) holds \(checkpoint.optimizerName) state, but this run uses --optimizer \(config.optimizer.kind.rawValue)")
@@ -215,6 +224,7 @@ public final class Trainer {
             optimizer.stepCount = checkpoint.optimizerStep
             progress = checkpoint.progress
             history = checkpoint.metrics
+            sparsity?.restore(progress.sparsityEstimate)
             priorWallTime = history.last?.wallTime ?? 0
             lastCheckpoint = checkpointPath
             let sameBatches = checkpoint.config.schedule.batchSize == config.schedule.batchSize
@@ -308,7 +318,7 @@ public final class Trainer {
             let epoch = progress.epochsCompleted
             let epochStart = Date()
             // A resumed mid-epoch checkpoint carries the epoch's loss, samples and time so far.
-            var epochLoss = progress.epochLossSum, epochSamples = progress.epochSamples, epochKL = 0.0
+            var epochLoss = progress.epochLossSum, epochSamples = progress.epochSamples, epochKL = progress.epochKLSum
             let epochSecondsBefore = progress.epochSeconds
             let firstStep = progress.stepInEpoch
             var nextStep = progress.stepInEpoch
@@ -394,6 +404,7 @@ public final class Trainer {
                 if midEpoch, stopReason != nil || crossedMultiple(of: config.run.checkpointEvery, steps: group.count) {
                     progress.epochLossSum = epochLoss
                     progress.epochSamples = epochSamples
+                    progress.epochKLSum = epochKL
                     progress.epochSeconds = epochSecondsBefore + Date().timeIntervalSince(epochStart)
                     try saveCheckpoint(isBest: false)
                 }
@@ -411,6 +422,7 @@ public final class Trainer {
             progress.stepInEpoch = 0
             progress.epochLossSum = 0
             progress.epochSamples = 0
+            progress.epochKLSum = 0
             progress.epochSeconds = 0
             let metrics = EpochMetrics(epoch: progress.epochsCompleted, globalStep: progress.globalStep,
                                        samplesSeen: progress.samplesSeen,
@@ -618,6 +630,7 @@ public final class Trainer {
     }
 
     func saveCheckpoint(isBest: Bool) throws {
+        progress.sparsityEstimate = sparsity?.estimate ?? []
         let started = Date()
         defer { stopPolicy.recordCheckpoint(Date().timeIntervalSince(started)) }
         let comm = communicator

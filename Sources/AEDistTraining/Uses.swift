@@ -30,8 +30,8 @@ public final class TrainedModel {
             guard let file = path ?? EmbeddedData.mnistPath else { throw RunFailure("the embedded data set is missing; pass --data FILE.h5") }
             let set = try SampleSet(file: try HDF5File.open(file), datasetPath: dataset, scale: scale, cache: .never,
                                     channelsFirst: config.data.channelsFirst)
-            guard set.rowWidth == architecture.inputSize else {
-                throw RunFailure("\(set.name) has samples of \(set.rowWidth) values, but \(checkpointPath) was trained on \(architecture.inputSize)")
+            if let mismatch = architecture.mismatch(sampleShape: set.sampleShape) {
+                throw RunFailure("\(set.name) has samples of \(mismatch) (\(checkpointPath))")
             }
             return set
         }

@@ -78,6 +78,10 @@ struct ReconstructCommand: ParsableCommand {
     @Option(help: ArgumentHelp("How many samples the PNG shows (default: 10).", valueName: "n"))
     var pngCount = 10
 
+    func validate() throws {
+        guard (1...256).contains(pngCount) else { throw ValidationError("--png-count must be between 1 and 256 (got \(pngCount))") }
+    }
+
     func run() throws {
         try runOnEveryRank { world, console in
             let model = try TrainedModel(checkpointPath: input.checkpoint, communicator: world)

@@ -287,3 +287,30 @@ extension AutoencoderVariantTests {
         XCTAssertTrue(refused.stderr.contains("--sparsity-target needs a sigmoid code"), refused.stderr)
     }
 }
+
+extension AutoencoderVariantTests {
+    /// The KL sparsity estimate ρ̂ travels in checkpoints: a resumed run continues bit for bit.
+    func testKLSparsityResumesExactly() throws {
+        let straight = Harness.temporaryDirectory(), split = Harness.temporaryDirectory()
+        let common = ["train", "--model", "dense:784-64:sigmoid", "--sparsity-target", "0.05"]
+        assertSucceeded(try Harness.aedist(ranks: 2, common + ["--epochs", "4", "--checkpoint-dir", straight]))
+        assertSucceeded(try Harness.aedist(ranks: 2, common + ["--epochs", "2", "--checkpoint-dir", split]))
+        assertSucceeded(try Harness.aedist(ranks: 2, common + ["--epochs", "4", "--resume", "auto", "--checkpoint-dir", split]))
+        let comparison = try Harness.python(["compare", "\(straight)/latest.h5", "\(split)/latest.h5"])
+        XCTAssertTrue(comparison.stdout.contains("bit_identical True"), comparison.stdout)
+    }
+
+    /// Image models check the image shape, not just the number of values, and spot channels-first data.
+    func testConvModelsCheckTheImageShape() throws {
+        let folder = Harness.temporaryDirectory()
+        let data = "\(folder)/nchw.h5"
+        assertSucceeded(try Harness.python(["make-data", "nchw", data, Harness.embeddedData]))
+        let model = "conv:28x28x1/c8-p2/u2-c1"
+        let wrong = try Harness.aedist(ranks: 2, ["train", "--data", data, "--val-dataset", "none", "--model", model,
+                                                  "--epochs", "1", "--checkpoint-dir", folder])
+        XCTAssertEqual(wrong.status, 1, "\(wrong)")
+        XCTAssertTrue(wrong.stderr.contains("pass --channels-first"), wrong.stderr)
+        assertSucceeded(try Harness.aedist(ranks: 2, ["train", "--data", data, "--val-dataset", "none", "--channels-first", "--model", model,
+                                                      "--epochs", "1", "--checkpoint-dir", folder]))
+    }
+}

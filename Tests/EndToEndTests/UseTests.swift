@@ -76,7 +76,7 @@ final class UseTests: XCTestCase {
         let outcome = try Harness.aedist(ranks: 2, ["encode", checkpoint, "--data", wide, "--dataset", "/train/x", "--output", "/tmp/never.h5"])
         XCTAssertEqual(outcome.status, 1, "\(outcome)")
         XCTAssertEqual(outcome.errorLines.count, 1, "\(outcome)")
-        XCTAssertTrue(outcome.stderr.contains("12 values, but \(checkpoint) was trained on 784"), outcome.stderr)
+        XCTAssertTrue(outcome.stderr.contains("has samples of 12 values, but the model takes 784 inputs (\(checkpoint))"), outcome.stderr)
         XCTAssertFalse(FileManager.default.fileExists(atPath: "/tmp/never.h5"))
     }
 }

@@ -130,6 +130,12 @@ def make_data(kind, path):
                 f[name] = data
                 f[name].attrs["scale"] = np.float32(1 / 255)
             f["test/y"] = vy
+        elif kind == "nchw":
+            # The embedded training images, channels first as PyTorch stores them.
+            with h5py.File(sys.argv[4], "r") as source:
+                images = source["train/x"][()]
+            f["train/x"] = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
+            f["train/x"].attrs["scale"] = np.float32(1 / 255)
         elif kind == "tiny":
             f["train/x"] = rng.random((3, 10)).astype(np.float32)
         elif kind == "wide":

@@ -133,7 +133,9 @@ public struct ModelArchitecture: Equatable, Sendable {
         guard halves.count <= 2 else { throw fail("at most one '/' (between the encoder's and the decoder's widths)") }
         for token in halves[0].split(separator: "-", omittingEmptySubsequences: false) {
             let parts = token.split(separator: ":", omittingEmptySubsequences: false)
-            guard parts.count <= 2, let width = Int(parts[0]), width > 0 else { throw fail("'\(token)' is not a positive width") }
+            guard parts.count <= 2, let width = Int(parts[0]), width > 0, width <= Self.maxValuesPerSample else {
+                throw fail("'\(token)' is not a positive width (at most \(Self.maxValuesPerSample))")
+            }
             widths.append(width)
             activations.append(parts.count == 2 ? try activation(parts[1]) : config.activation)
         }
@@ -152,7 +154,9 @@ public struct ModelArchitecture: Equatable, Sendable {
             let tokens = halves[1].split(separator: "-", omittingEmptySubsequences: false)
             for (index, token) in tokens.enumerated() {
                 let parts = token.split(separator: ":", omittingEmptySubsequences: false)
-                guard parts.count <= 2, let width = Int(parts[0]), width > 0 else { throw fail("'\(token)' is not a positive width") }
+                guard parts.count <= 2, let width = Int(parts[0]), width > 0, width <= Self.maxValuesPerSample else {
+                    throw fail("'\(token)' is not a positive width (at most \(Self.maxValuesPerSample))")
+                }
                 let isOutput = index == tokens.count - 1
                 let chosen = parts.count == 2 ? try activation(parts[1]) : (isOutput ? config.outputActivation : config.activation)
                 layers.append(LayerSpec(name: "decoder.\(index)", kind: .dense, inputShape: [previous], outputShape: [width], activation: chosen))
@@ -180,7 +184,8 @@ public struct ModelArchitecture: Equatable, Sendable {
         let sections = spec.dropFirst("conv:".count).split(separator: "/", omittingEmptySubsequences: false)
         guard sections.count == 3 else { throw fail("needs three parts separated by '/': input shape, encoder layers, decoder layers") }
         let dimensions = sections[0].split(separator: "x").compactMap { Int($0) }
-        guard dimensions.count == 3, dimensions.allSatisfy({ $0 > 0 }) else { throw fail("'\(sections[0])' is not an input shape H×W×C such as 28x28x1") }
+        guard dimensions.count == 3, dimensions.allSatisfy({ $0 > 0 && $0 <= 1 << 20 }),
+              dimensions.reduce(1, { $0.multipliedReportingOverflow(by: $1).overflow ? Int.max : $0 * $1 }) <= Self.maxValuesPerSample else { throw fail("'\(sections[0])' is not an input shape H×W×C such as 28x28x1") }
         var shape = dimensions
         var layers: [LayerSpec] = []
         var encoderDepth = 0
@@ -189,7 +194,7 @@ public struct ModelArchitecture: Equatable, Sendable {
         for (part, tokens) in [("encoder", encoderTokens), ("decoder", decoderTokens)] {
             for (index, token) in tokens.enumerated() {
                 let pieces = token.split(separator: ":", maxSplits: 1)
-                let body = pieces[0]
+                guard let body = pieces.first else { throw fail("empty layer '\(token)'") }
                 let isLast = part == "decoder" && index == tokens.count - 1
                 let chosen = pieces.count == 2 ? try activation(pieces[1]) : (isLast ? config.outputActivation : config.activation)
                 guard let letter = body.first, let rest = Optional(body.dropFirst()) else { throw fail("empty layer") }
@@ -209,12 +214,13 @@ public struct ModelArchitecture: Equatable, Sendable {
                     output = [shape.reduce(1, *)]
                 case "d":
                     guard shape.count == 1 else { throw fail("'\(token)' needs a flat input; flatten first with f") }
-                    guard let width = Int(rest), width > 0 else { throw fail("'\(token)' is not a dense layer such as d64") }
+                    guard let width = Int(rest), width > 0, width <= Self.maxValuesPerSample else { throw fail("'\(token)' is not a dense layer such as d64") }
                     kind = .dense
                     output = [width]
                 case "r":
                     let dimensions = rest.split(separator: "x").compactMap { Int($0) }
-                    guard dimensions.count == 3, dimensions.allSatisfy({ $0 > 0 }), dimensions.reduce(1, *) == shape.reduce(1, *) else {
+                    let count = dimensions.reduce(1) { $0.multipliedReportingOverflow(by: $1).overflow ? Int.max : $0 * $1 }
+                    guard dimensions.count == 3, dimensions.allSatisfy({ $0 > 0 }), count == shape.reduce(1, *) else {
                         throw fail("'\(token)' is not a reshape of \(shape.reduce(1, *)) values into H×W×C, such as r7x7x32")
                     }
                     kind = .reshape
@@ -236,7 +242,10 @@ public struct ModelArchitecture: Equatable, Sendable {
                     kind = .maxPool(size: size)
                     output = [shape[0] / size, shape[1] / size, shape[2]]
                 case "u":
-                    guard let factor = Int(rest), factor > 0 else { throw fail("'\(token)' is not an upsampling layer such as u2") }
+                    guard let factor = Int(rest), factor > 0, factor <= 1 << 12,
+                          shape[0].multipliedReportingOverflow(by: factor * factor).overflow == false else {
+                        throw fail("'\(token)' is not an upsampling layer such as u2")
+                    }
                     kind = .upSample(factor: factor)
                     output = [shape[0] * factor, shape[1] * factor, shape[2]]
                 default:
@@ -248,6 +257,11 @@ public struct ModelArchitecture: Equatable, Sendable {
                 default: isParameterless = true
                 }
                 if isParameterless && pieces.count == 2 { throw fail("'\(token)': pooling, upsampling and reshaping take no activation") }
+                // Specs may come from untrusted files: bound every activation before anything is allocated.
+                guard output.allSatisfy({ $0 > 0 && $0 <= 1 << 20 }),
+                      output.reduce(1, { $0.multipliedReportingOverflow(by: $1).overflow ? Int.max : $0 * $1 }) <= Self.maxValuesPerSample else {
+                    throw fail("'\(token)' makes \(output.map(String.init).joined(separator: "×")) values per sample, more than aedist's limit of \(Self.maxValuesPerSample)")
+                }
                 layers.append(LayerSpec(name: "\(part).\(index)", kind: kind, inputShape: shape, outputShape: output,
                                         activation: isParameterless ? .linear : chosen))
                 shape = output
@@ -263,6 +277,8 @@ public struct ModelArchitecture: Equatable, Sendable {
 
     /// 2³² float32 parameters (16 GiB), far beyond any autoencoder but small enough to fail before allocating.
     public static let maxParameters = 1 << 32
+    /// Values one sample may have at any layer (2²⁸: a 16k × 16k × 1 image).
+    public static let maxValuesPerSample = 1 << 28
 
     /// Every parameter tensor in buffer order: the layout that checkpoints store and ranks compare.
     public var parameterLayout: ParameterLayout {
@@ -275,6 +291,21 @@ public struct ModelArchitecture: Equatable, Sendable {
             }
         }
         return ParameterLayout(tensors: tensors)
+    }
+
+    /// Why samples of `shape` do not fit this model's input, or nil when they do. Dense models take any shape with
+    /// the right number of values (flattened); image models need the image shape itself ([H, W] for one channel).
+    public func mismatch(sampleShape shape: [Int]) -> String? {
+        let count = shape.reduce(1, *)
+        if case .dense = layers[0].kind {
+            return count == inputSize ? nil : "\(count) values, but the model takes \(inputSize) inputs"
+        }
+        if shape == inputShape || (shape.count == 2 && shape + [1] == inputShape) { return nil }
+        let described = shape.map(String.init).joined(separator: "×"), expected = inputShape.map(String.init).joined(separator: "×")
+        if shape.count == 3 && [shape[1], shape[2], shape[0]] == inputShape {
+            return "shape \(described), but the model takes \(expected) images; for channels-first (N×C×H×W) data pass --channels-first"
+        }
+        return "shape \(described), but the model takes \(expected) images"
     }
 
     public var description: String {

@@ -14,6 +14,9 @@ public struct TrainingProgress: Equatable, Sendable {
     public var epochLossSum = 0.0
     public var epochSamples = 0
     public var epochSeconds = 0.0
+    public var epochKLSum = 0.0
+    /// KL sparsity: the running estimate ρ̂ of each code unit's mean activation (empty when not used).
+    public var sparsityEstimate: [Double] = []
     public init() {}
 }
 
@@ -122,6 +125,8 @@ public struct Checkpoint {
         try progressGroup.setAttribute("epoch_loss_sum", progress.epochLossSum)
         try progressGroup.setAttribute("epoch_samples", Int64(progress.epochSamples))
         try progressGroup.setAttribute("epoch_seconds", progress.epochSeconds)
+        try progressGroup.setAttribute("epoch_kl_sum", progress.epochKLSum)
+        if !progress.sparsityEstimate.isEmpty { try progressGroup.write("sparsity_estimate", doubles: progress.sparsityEstimate) }
         try progressGroup.setAttribute("seed", Int64(bitPattern: config.schedule.seed))
         // Every random stream is a pure function of the seed, its purpose and an index (the epoch for shuffling,
         // the layer for initialisation): there is no generator state to save, only this name of the scheme.
@@ -194,6 +199,12 @@ public struct Checkpoint {
             progress.epochLossSum = try progressGroup.numberAttribute("epoch_loss_sum")
             progress.epochSamples = Int(try progressGroup.integerAttribute("epoch_samples"))
             progress.epochSeconds = try progressGroup.numberAttribute("epoch_seconds")
+        }
+        if progressGroup.hasAttribute("epoch_kl_sum") { progress.epochKLSum = try progressGroup.numberAttribute("epoch_kl_sum") }
+        if progressGroup.isDataset("sparsity_estimate") {
+            let dataset = try progressGroup.dataset("sparsity_estimate")
+            try dataset.requirePlausibleSize(bytesPerValue: 8)
+            progress.sparsityEstimate = try dataset.readDoubles()
         }
         guard progress.epochsCompleted >= 0, progress.stepInEpoch >= 0, progress.globalStep >= 0, progress.samplesSeen >= 0,
               progress.epochSamples >= 0, progress.epochLossSum.isFinite, progress.epochSeconds.isFinite else {

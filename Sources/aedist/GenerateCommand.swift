@@ -69,6 +69,7 @@ struct GenerateCommand: ParsableCommand {
                 }
             }
             console.line("wrote \(count) generated samples\(path == nil ? "" : " and a \(steps)-step interpolation") to \(output)\(png.map { " and \($0)" } ?? "")")
+            return 0
         }
     }
 }

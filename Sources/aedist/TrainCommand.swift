@@ -206,17 +206,9 @@ struct TrainCommand: ParsableCommand {
 
     func run() throws {
         let configuration = try resolvedConfig()
-        let world: MPICommunicator
-        do { world = try MPICommunicator.world(collectiveTimeout: collectiveTimeout ?? 600) } catch {
-            FileHandle.standardError.write(Data("aedist: error: \(userMessage(error))\n".utf8))
-            throw ExitCode.failure
-        }
         // Deterministic mode needs the same BLAS arithmetic on every rank count: one thread.
-        Launch.configureBLASThreads(ranksOnThisNode: world.localSize,
-                                    requested: configuration.schedule.deterministic ? 1 : blasThreads)
-        BLAS.flushDenormalsToZero()
-        let console = Console(isRoot: world.isRoot)
-        do {
+        try runOnEveryRank(collectiveTimeout: collectiveTimeout ?? 600,
+                           blasThreads: configuration.schedule.deterministic ? 1 : blasThreads) { world, console in
             let session = SessionOptions(resume: ResumeRequest(resume), timeLimit: timeLimit.flatMap(StopPolicy.parseDuration),
                                          startTime: Launch.startTime)
             let trainer = try Trainer(config: configuration, communicator: world, session: session, console: console)
@@ -224,8 +216,7 @@ struct TrainCommand: ParsableCommand {
             let checksum = try trainer.verifyReplicasIdentical()
             if let reason = summary.stopReason {
                 console.line("stopped early at step \(summary.globalStep) (\(reason)): checkpoint \(summary.lastCheckpoint ?? "written"); continue with --resume auto. Exit status \(StopPolicy.checkpointedExitCode) asks the batch system to re-queue.")
-                MPICommunicator.finalize()
-                Foundation.exit(StopPolicy.checkpointedExitCode)
+                return StopPolicy.checkpointedExitCode
             }
             let lossName = configuration.loss.rawValue
             var line = "done: \(summary.epochsCompleted) epochs, \(summary.globalStep) steps"
@@ -238,16 +229,7 @@ struct TrainCommand: ParsableCommand {
             line += "; last \(summary.lastCheckpoint ?? "none"), best \(summary.bestCheckpoint ?? "none")"
             console.line(line)
             console.line("replicas identical: parameter checksum \(String(checksum, radix: 16)) on all \(world.size) rank\(world.size == 1 ? "" : "s")")
-            MPICommunicator.finalize()
-        } catch let failure as RunFailure {
-            // Every rank holds the same agreed failure: rank 0 reports it and all leave together.
-            console.error(failure.message)
-            MPICommunicator.finalize()
-            throw ExitCode.failure
-        } catch {
-            // A failure only this rank saw: report it here and tear the job down so no rank waits forever.
-            FileHandle.standardError.write(Data("aedist: error: rank \(world.rank): \(userMessage(error))\n".utf8))
-            MPICommunicator.abort(exitCode: 1)
+            return 0
         }
     }
 }

@@ -19,19 +19,22 @@ struct ModelInput: ParsableArguments {
     var scale: Double?
 }
 
-/// Runs `body` on every rank of the MPI job (or alone) with the one-line error contract of `aedist train`.
-func runOnEveryRank(_ body: (MPICommunicator, Console) throws -> Void) throws {
+/// Runs `body` on every rank of the MPI job (or alone) and keeps aedist's error contract: a failure every rank
+/// agreed on is printed once by rank 0 and all ranks leave together with status 1; a failure only one rank saw is
+/// printed by that rank and tears the job down, so no rank waits forever. `body` returns the exit status.
+func runOnEveryRank(collectiveTimeout: TimeInterval = 600, blasThreads: Int? = nil,
+                    _ body: (MPICommunicator, Console) throws -> Int32) throws {
     let world: MPICommunicator
-    do { world = try MPICommunicator.world() } catch {
+    do { world = try MPICommunicator.world(collectiveTimeout: collectiveTimeout) } catch {
         FileHandle.standardError.write(Data("aedist: error: \(userMessage(error))\n".utf8))
         throw ExitCode.failure
     }
-    Launch.configureBLASThreads(ranksOnThisNode: world.localSize, requested: nil)
+    Launch.configureBLASThreads(ranksOnThisNode: world.localSize, requested: blasThreads)
     BLAS.flushDenormalsToZero()
     let console = Console(isRoot: world.isRoot)
+    let status: Int32
     do {
-        try body(world, console)
-        MPICommunicator.finalize()
+        status = try body(world, console)
     } catch let failure as RunFailure {
         console.error(failure.message)
         MPICommunicator.finalize()
@@ -40,6 +43,8 @@ func runOnEveryRank(_ body: (MPICommunicator, Console) throws -> Void) throws {
         FileHandle.standardError.write(Data("aedist: error: rank \(world.rank): \(userMessage(error))\n".utf8))
         MPICommunicator.abort(exitCode: 1)
     }
+    MPICommunicator.finalize()
+    if status != 0 { throw ExitCode(status) }
 }
 
 struct EncodeCommand: ParsableCommand {
@@ -59,6 +64,7 @@ struct EncodeCommand: ParsableCommand {
             let samples = try model.open(data: input.data, dataset: input.dataset, scale: input.scale)
             try model.write(.codes, of: samples, to: output, name: outputDataset)
             console.line("wrote \(samples.rowCount) codes of \(model.architecture.codeSize) values to \(output):\(outputDataset)")
+            return 0
         }
     }
 }
@@ -92,6 +98,7 @@ struct ReconstructCommand: ParsableCommand {
                 try world.together { if world.isRoot { try model.writeComparisonPNG(of: samples, count: pngCount, to: png) } }
                 console.line("drew \(min(pngCount, samples.rowCount, 256)) samples above their reconstructions in \(png)")
             }
+            return 0
         }
     }
 }
@@ -110,6 +117,7 @@ struct EvalCommand: ParsableCommand {
             let result = try model.evaluate(samples)
             console.line(String(format: "%@: %d samples, %@ %.6f, mse %.6f", samples.name, samples.rowCount,
                                 model.config.loss.rawValue, result.loss, result.mse))
+            return 0
         }
     }
 }
@@ -186,6 +194,7 @@ struct ScoreCommand: ParsableCommand {
                 console.line(report)
             }
             console.line("wrote \(output) and \(csvPath)")
+            return 0
         }
     }
 

@@ -22,6 +22,11 @@ setvbuf(stdout, nil, _IOLBF, 0)
 do {
     var command = try AEDist.parseAsRoot()
     try command.run()
+} catch let status as ExitCode {
+    // The command has already said what happened (once, from rank 0); every rank leaves with the same status, the
+    // others a moment after rank 0 so that the launcher forwards its message before it tears the job down.
+    if status.rawValue != 0 && Launch.rankFromEnvironment != 0 { Thread.sleep(forTimeInterval: 1) }
+    Foundation.exit(status.rawValue)
 } catch {
     // Every rank parses the same command line; only rank 0 says what is wrong with it. The others wait a moment
     // before exiting, because the launcher tears the job down when the first rank exits with an error, and that

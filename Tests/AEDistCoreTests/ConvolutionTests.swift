@@ -99,20 +99,7 @@ final class ConvolutionTests: XCTestCase {
                                   target: x.baseAddress!, batch: 3, width: width, gradient: model.outputGradient)
                 model.backward(input: x.baseAddress!, batch: 3)
             }
-            var worst = 0.0
-            for index in 0..<model.parameters.count {
-                let saved = model.parameters[index]
-                // Small steps: a larger one can move a pooling window's maximum to another pixel.
-                model.parameters[index] = saved + 1e-3
-                let up = totalLoss()
-                model.parameters[index] = saved - 1e-3
-                let down = totalLoss()
-                model.parameters[index] = saved
-                let numeric = (up - down) / 2e-3
-                worst = max(worst, abs(numeric - Double(model.gradients[index])))
-                XCTAssertEqual(Double(model.gradients[index]), numeric, accuracy: 2e-3 + 2e-2 * abs(numeric), "\(spec) parameter \(index)")
-            }
-            print("\(spec): largest gradient difference \(worst) over \(model.parameters.count) parameters")
+            assertGradientsMatchFiniteDifferences(model, label: spec, loss: totalLoss)
         }
     }
 }

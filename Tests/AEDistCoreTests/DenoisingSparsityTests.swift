@@ -62,19 +62,7 @@ final class SparsityGradientTests: XCTestCase {
                               target: x.baseAddress!, batch: 2, width: 5, gradient: model.outputGradient)
             model.backward(input: x.baseAddress!, batch: 2)
         }
-        var worst = 0.0
         // The encoder's weights and biases: the penalty reaches them only through the code.
-        for index in 0..<(3 * 5 + 3) {
-            let saved = model.parameters[index]
-            model.parameters[index] = saved + 1e-3
-            let up = total()
-            model.parameters[index] = saved - 1e-3
-            let down = total()
-            model.parameters[index] = saved
-            let numeric = (up - down) / 2e-3
-            worst = max(worst, abs(numeric - Double(model.gradients[index])))
-            XCTAssertEqual(Double(model.gradients[index]), numeric, accuracy: 2e-3 + 2e-2 * abs(numeric), "parameter \(index)")
-        }
-        print("L1 penalty gradient: largest difference \(worst)")
+        assertGradientsMatchFiniteDifferences(model, indices: 0..<(3 * 5 + 3), label: "L1 penalty", loss: total)
     }
 }

@@ -78,3 +78,27 @@ func assertConfigError(_ fragments: [String], _ context: String, file: StaticStr
         XCTFail("\(context): expected a ConfigError, got \(type(of: error)): \(error)", file: file, line: line)
     }
 }
+
+/// Central differences of `loss` over the parameters at `indices` against `model.gradients` (which the caller has
+/// filled), with a tolerance of 2e-3 + 2% — float32 forward passes. Returns the largest difference.
+@discardableResult
+func assertGradientsMatchFiniteDifferences(_ model: Autoencoder, indices: Range<Int>? = nil, label: String,
+                                           loss: () -> Double, file: StaticString = #filePath, line: UInt = #line) -> Double {
+    var worst = 0.0
+    // Small steps: a larger one can move a pooling window's maximum to another pixel.
+    let step: Float = 1e-3
+    for index in indices ?? 0..<model.parameters.count {
+        let saved = model.parameters[index]
+        model.parameters[index] = saved + step
+        let up = loss()
+        model.parameters[index] = saved - step
+        let down = loss()
+        model.parameters[index] = saved
+        let numeric = (up - down) / Double(2 * step)
+        worst = max(worst, abs(numeric - Double(model.gradients[index])))
+        XCTAssertEqual(Double(model.gradients[index]), numeric, accuracy: 2e-3 + 2e-2 * abs(numeric), "\(label) parameter \(index)",
+                       file: file, line: line)
+    }
+    print("\(label): largest gradient difference \(worst) over \((indices ?? 0..<model.parameters.count).count) parameters")
+    return worst
+}

@@ -33,19 +33,7 @@ final class VariationalTests: XCTestCase {
                                   target: x.baseAddress!, batch: 3, width: width, gradient: model.outputGradient)
                 model.backward(input: x.baseAddress!, batch: 3)
             }
-            var worst = 0.0
-            for index in 0..<model.parameters.count {
-                let saved = model.parameters[index]
-                model.parameters[index] = saved + 1e-3
-                let up = total()
-                model.parameters[index] = saved - 1e-3
-                let down = total()
-                model.parameters[index] = saved
-                let numeric = (up - down) / 2e-3
-                worst = max(worst, abs(numeric - Double(model.gradients[index])))
-                XCTAssertEqual(Double(model.gradients[index]), numeric, accuracy: 2e-3 + 2e-2 * abs(numeric), "\(spec) parameter \(index)")
-            }
-            print("\(spec) variational: largest gradient difference \(worst)")
+            assertGradientsMatchFiniteDifferences(model, label: "\(spec) variational", loss: total)
         }
     }
 

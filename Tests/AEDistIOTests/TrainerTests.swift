@@ -66,7 +66,7 @@ final class TrainerTests: XCTestCase {
         var bad = config(data: try makeData(), epochs: 1, folder: temporaryFolder())
         bad.model.spec = "dense:20-4"
         XCTAssertThrowsError(try train(bad)) { error in
-            XCTAssertTrue("\(error)".contains("16 values, but model 'dense:20-4' takes 20 inputs"), "\(error)")
+            XCTAssertTrue("\(error)".contains("16 values, but the model takes 20 inputs"), "\(error)")
         }
     }
 }

@@ -26,24 +26,22 @@ public struct Conv2DLayer: Sendable {
     var samplesPerChunk: Int { max(1, 4096 / positions) }
     var workspaceSize: Int { samplesPerChunk * positions * columns }
 
-    /// Rows of receptive fields for samples `first..<first+count`: row (n, oy, ox), columns (ky, kx, c).
-    private func im2col(_ input: UnsafePointer<Float>, first: Int, count: Int, into cols: UnsafeMutablePointer<Float>) {
+    /// Visits every (output position, kernel offset) of samples `first..<first+count`: the im2col row (n, oy, ox),
+    /// the column (ky, kx) starts at, and the input pixel's offset (nil where the kernel overhangs the padding).
+    @inline(__always)
+    private func forEachReceptiveField(first: Int, count: Int, _ visit: (_ row: Int, _ column: Int, _ pixel: Int?) -> Void) {
         var row = 0
         for n in first..<(first + count) {
-            let sample = input + n * inHeight * inWidth * inChannels
+            let sample = n * inHeight * inWidth * inChannels
             for oy in 0..<outHeight {
                 for ox in 0..<outWidth {
-                    let target = cols + row * columns
                     var column = 0
                     for ky in 0..<kernel {
                         let iy = oy * stride - padTop + ky
                         for kx in 0..<kernel {
                             let ix = ox * stride - padLeft + kx
-                            if iy >= 0 && iy < inHeight && ix >= 0 && ix < inWidth {
-                                (target + column).update(from: sample + (iy * inWidth + ix) * inChannels, count: inChannels)
-                            } else {
-                                (target + column).update(repeating: 0, count: inChannels)
-                            }
+                            let inside = iy >= 0 && iy < inHeight && ix >= 0 && ix < inWidth
+                            visit(row, column, inside ? sample + (iy * inWidth + ix) * inChannels : nil)
                             column += inChannels
                         }
                     }
@@ -53,29 +51,22 @@ public struct Conv2DLayer: Sendable {
         }
     }
 
+    /// Rows of receptive fields for samples `first..<first+count`: row (n, oy, ox), columns (ky, kx, c).
+    private func im2col(_ input: UnsafePointer<Float>, first: Int, count: Int, into cols: UnsafeMutablePointer<Float>) {
+        let columns = self.columns, channels = inChannels
+        forEachReceptiveField(first: first, count: count) { row, column, pixel in
+            let target = cols + row * columns + column
+            if let pixel { target.update(from: input + pixel, count: channels) } else { target.update(repeating: 0, count: channels) }
+        }
+    }
+
     /// Adds each row of receptive-field gradients back onto the input pixels it came from.
     private func col2imAdd(_ cols: UnsafePointer<Float>, first: Int, count: Int, into inputGradient: UnsafeMutablePointer<Float>) {
-        var row = 0
-        for n in first..<(first + count) {
-            let sample = inputGradient + n * inHeight * inWidth * inChannels
-            for oy in 0..<outHeight {
-                for ox in 0..<outWidth {
-                    let source = cols + row * columns
-                    var column = 0
-                    for ky in 0..<kernel {
-                        let iy = oy * stride - padTop + ky
-                        for kx in 0..<kernel {
-                            let ix = ox * stride - padLeft + kx
-                            if iy >= 0 && iy < inHeight && ix >= 0 && ix < inWidth {
-                                let pixel = sample + (iy * inWidth + ix) * inChannels
-                                for c in 0..<inChannels { pixel[c] += source[column + c] }
-                            }
-                            column += inChannels
-                        }
-                    }
-                    row += 1
-                }
-            }
+        let columns = self.columns, channels = inChannels
+        forEachReceptiveField(first: first, count: count) { row, column, pixel in
+            guard let pixel else { return }
+            let source = cols + row * columns + column, target = inputGradient + pixel
+            for c in 0..<channels { target[c] += source[c] }
         }
     }
 

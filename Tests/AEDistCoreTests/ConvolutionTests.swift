@@ -4,12 +4,9 @@ import XCTest
 /// Convolution, pooling and upsampling: forward against a direct (naive, float64) convolution, and every gradient
 /// of a small convolutional autoencoder against finite differences.
 final class ConvolutionTests: XCTestCase {
+    /// The shared helper, with the smooth defaults these gradient checks want.
     func architecture(_ spec: String, hidden: Activation = .tanh, output: Activation = .linear) throws -> ModelArchitecture {
-        var config = ModelConfig()
-        config.spec = spec
-        config.activation = hidden
-        config.outputActivation = output
-        return try ModelArchitecture(config)
+        try AEDistCoreTests.architecture(spec, activation: hidden, output: output)
     }
 
     func testTheTutorialsModelIsOneSpec() throws {

@@ -2,7 +2,7 @@
 /// Forward and backward sit side by side; both read W from the flat parameter buffer and backward accumulates
 /// (+=) into the flat gradient buffer at the same offsets.
 public struct DenseLayer: Sendable {
-    public let spec: ModelArchitecture.DenseLayerSpec
+    public let spec: LayerSpec
     public let weightOffset: Int
     public let biasOffset: Int
 

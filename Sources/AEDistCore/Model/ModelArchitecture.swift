@@ -53,8 +53,6 @@ public struct LayerSpec: Equatable, Sendable {
 
 /// The resolved shape of an autoencoder: the layer list a model spec stands for.
 public struct ModelArchitecture: Equatable, Sendable {
-    public typealias DenseLayerSpec = LayerSpec
-
     public var layers: [LayerSpec]
     /// How many of `layers` make the encoder; the rest decode.
     public var encoderDepth: Int

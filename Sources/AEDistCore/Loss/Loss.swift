@@ -26,32 +26,61 @@ public enum Loss {
         var sums = Sums()
         let perValue = 1 / Float(width)
         for row in 0..<batch {
-            let base = row * width
-            var rowLoss: Double = 0
-            var rowSquared: Double = 0
+            let z = logits + row * width, y = output + row * width, x = target + row * width
+            let g = gradient.map { $0 + row * width }
+            // Eight running sums per row (blocks of eight values, one lane each) let the loop run as vector adds.
+            var lossLanes = SIMD8<Float>(), squaredLanes = SIMD8<Float>()
             switch kind {
             case .bce:
                 // From logits: max(z,0) − z·x + log(1 + e^−|z|) never overflows, and dL/dz = σ(z) − x. The last term
-                // is −log σ(|z|) = −log max(y, 1 − y) with y = σ(z) already computed: one logarithm, no exponential.
-                for j in 0..<width {
-                    let z = logits[base + j], x = target[base + j], y = output[base + j]
-                    rowLoss += Double(max(z, 0) - z * x - log(max(y, 1 - y)))
-                    let diff = y - x
-                    rowSquared += Double(diff * diff)
-                    gradient?[base + j] = diff * perValue
+                // is −log σ(|z|) = −log max(y, 1 − y) with y = σ(z) already computed: no exponential.
+                func value(_ j: Int) -> (loss: Float, squared: Float) {
+                    let diff = y[j] - x[j]
+                    g?[j] = diff * perValue
+                    return (max(z[j], 0) - z[j] * x[j] - FastMath.logHalfToOne(max(y[j], 1 - y[j])), diff * diff)
                 }
+                accumulate(width: width, into: &lossLanes, &squaredLanes, value)
             case .mse:
-                for j in 0..<width {
-                    let y = output[base + j], x = target[base + j]
-                    let diff = y - x
-                    rowSquared += Double(diff * diff)
-                    gradient?[base + j] = 2 * diff * perValue * outputActivation.derivative(output: y)
+                func value(_ j: Int) -> (loss: Float, squared: Float) {
+                    let diff = y[j] - x[j]
+                    g?[j] = 2 * diff * perValue * outputActivation.derivative(output: y[j])
+                    return (diff * diff, diff * diff)
                 }
-                rowLoss = rowSquared
+                accumulate(width: width, into: &lossLanes, &squaredLanes, value)
             }
-            sums.loss += rowLoss / Double(width)
-            sums.squaredError += rowSquared / Double(width)
+            sums.loss += lossLanes.sum() / Double(width)
+            sums.squaredError += squaredLanes.sum() / Double(width)
         }
         return sums
+    }
+
+    /// Adds `value(j)` for j in 0..<width into lane j mod 8 of the two sums; blocks of eight make the lanes constant.
+    @inline(__always)
+    private static func accumulate(width: Int, into loss: inout SIMD8<Float>, _ squared: inout SIMD8<Float>,
+                                   _ value: (Int) -> (loss: Float, squared: Float)) {
+        var j = 0
+        while j + 8 <= width {
+            for lane in 0..<8 {
+                let v = value(j + lane)
+                loss[lane] += v.loss
+                squared[lane] += v.squared
+            }
+            j += 8
+        }
+        while j < width {
+            let v = value(j)
+            loss[0] += v.loss
+            squared[0] += v.squared
+            j += 1
+        }
+    }
+}
+
+extension SIMD8<Float> {
+    /// The lanes' sum in double precision, in a fixed order.
+    func sum() -> Double {
+        var total = 0.0
+        for i in 0..<8 { total += Double(self[i]) }
+        return total
     }
 }

@@ -36,16 +36,19 @@ public enum Activation: String, Codable, CaseIterable, Sendable {
         switch self {
         case .linear: return
         case .relu: for i in 0..<count where values[i] < 0 { values[i] = 0 }
+        case .sigmoid: for i in 0..<count { values[i] = FastMath.sigmoid(values[i]) }
         default: for i in 0..<count { values[i] = apply(values[i]) }
         }
     }
 
-    /// gradient[i] *= f'(z[i]), from the outputs.
-    public func backward(outputs: UnsafePointer<Float>, gradient: UnsafeMutablePointer<Float>, count: Int) {
+    /// gradient[i] *= f'(z[i]), from the outputs. One loop per kind, so each is a plain vector loop.
+    public func backward(outputs y: UnsafePointer<Float>, gradient: UnsafeMutablePointer<Float>, count: Int) {
         switch self {
         case .linear: return
-        case .relu: for i in 0..<count where !(outputs[i] > 0) { gradient[i] = 0 }
-        default: for i in 0..<count { gradient[i] *= derivative(output: outputs[i]) }
+        case .relu: for i in 0..<count { gradient[i] = y[i] > 0 ? gradient[i] : 0 }
+        case .leakyRelu: for i in 0..<count { gradient[i] *= y[i] > 0 ? 1 : Activation.leakySlope }
+        case .tanh: for i in 0..<count { gradient[i] *= 1 - y[i] * y[i] }
+        case .sigmoid: for i in 0..<count { gradient[i] *= y[i] * (1 - y[i]) }
         }
     }
 
@@ -59,13 +62,9 @@ public enum Activation: String, Codable, CaseIterable, Sendable {
     }
 }
 
+/// 1 / (1 + e^−z), never overflowing.
 @inline(__always)
-public func logistic(_ z: Float) -> Float {
-    // Two branches so exp never overflows.
-    if z >= 0 { return 1 / (1 + Foundation.exp(-z)) }
-    let e = Foundation.exp(z)
-    return e / (1 + e)
-}
+public func logistic(_ z: Float) -> Float { FastMath.sigmoid(z) }
 
 public enum WeightInitialization: String, Sendable {
     /// U(±√(6 / (fanIn + fanOut))) — Keras's Dense default.

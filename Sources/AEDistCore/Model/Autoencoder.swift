@@ -37,8 +37,10 @@ public struct ModelLayer: Sendable {
         return 0
     }
 
+    /// Layers without parameters have no pre-activation of their own; theirs is a copy of the output, made only
+    /// when `isLast` (the loss reads the last layer's as logits).
     func forward(input: UnsafePointer<Float>, batch: Int, parameters: UnsafePointer<Float>, preActivation: UnsafeMutablePointer<Float>,
-                 output: UnsafeMutablePointer<Float>, workspace: UnsafeMutablePointer<Float>) {
+                 output: UnsafeMutablePointer<Float>, workspace: UnsafeMutablePointer<Float>, isLast: Bool) {
         guard batch > 0 else { return }
         switch kernel {
         case .dense(let layer):
@@ -48,14 +50,12 @@ public struct ModelLayer: Sendable {
                           workspace: workspace)
         case .maxPool(let layer):
             layer.forward(input: input, batch: batch, output: output)
-            preActivation.update(from: output, count: batch * outputSize)
         case .upSample(let layer):
             layer.forward(input: input, batch: batch, output: output)
-            preActivation.update(from: output, count: batch * outputSize)
         case .reshape:
             output.update(from: input, count: batch * outputSize)
-            preActivation.update(from: input, count: batch * outputSize)
         }
+        if isLast && weightOffset < 0 { preActivation.update(from: output, count: batch * outputSize) }
     }
 
     /// From dL/dz of this layer: parameter gradients (+=) and, when asked, dL/d(input) (overwritten).
@@ -165,7 +165,7 @@ public final class Autoencoder {
                 x = UnsafePointer(sampledCode.pointer)
             }
             layers[index].forward(input: x, batch: batch, parameters: parameters.pointer, preActivation: preActivations[index].pointer,
-                                  output: outputs[index].pointer, workspace: workspace.pointer)
+                                  output: outputs[index].pointer, workspace: workspace.pointer, isLast: index == layers.count - 1)
             x = UnsafePointer(outputs[index].pointer)
         }
     }

@@ -55,8 +55,14 @@ public struct Conv2DLayer: Sendable {
     private func im2col(_ input: UnsafePointer<Float>, first: Int, count: Int, into cols: UnsafeMutablePointer<Float>) {
         let columns = self.columns, channels = inChannels
         forEachReceptiveField(first: first, count: count) { row, column, pixel in
+            // Inline loops, not memcpy: a run is one to a few dozen floats, too short to pay for a call.
             let target = cols + row * columns + column
-            if let pixel { target.update(from: input + pixel, count: channels) } else { target.update(repeating: 0, count: channels) }
+            if let pixel {
+                let source = input + pixel
+                for c in 0..<channels { target[c] = source[c] }
+            } else {
+                for c in 0..<channels { target[c] = 0 }
+            }
         }
     }
 
@@ -140,12 +146,12 @@ public struct MaxPool2DLayer: Sendable {
             let x = input + n * inHeight * inWidth * channels, y = output + n * outHeight * outWidth * channels
             for oy in 0..<outHeight {
                 for ox in 0..<outWidth {
-                    let target = y + (oy * outWidth + ox) * channels
-                    target.update(from: x + (oy * size * inWidth + ox * size) * channels, count: channels)
+                    let target = y + (oy * outWidth + ox) * channels, corner = x + (oy * size * inWidth + ox * size) * channels
+                    for c in 0..<channels { target[c] = corner[c] }
                     for dy in 0..<size {
                         for dx in 0..<size {
                             let source = x + ((oy * size + dy) * inWidth + ox * size + dx) * channels
-                            for c in 0..<channels where source[c] > target[c] { target[c] = source[c] }
+                            for c in 0..<channels { target[c] = source[c] > target[c] ? source[c] : target[c] }
                         }
                     }
                 }
@@ -197,7 +203,8 @@ public struct UpSample2DLayer: Sendable {
             let x = input + n * inHeight * inWidth * channels, y = output + n * inHeight * factor * outWidth * channels
             for oy in 0..<(inHeight * factor) {
                 for ox in 0..<outWidth {
-                    (y + (oy * outWidth + ox) * channels).update(from: x + ((oy / factor) * inWidth + ox / factor) * channels, count: channels)
+                    let target = y + (oy * outWidth + ox) * channels, source = x + ((oy / factor) * inWidth + ox / factor) * channels
+                    for c in 0..<channels { target[c] = source[c] }
                 }
             }
         }

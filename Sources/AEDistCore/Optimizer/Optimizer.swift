@@ -32,16 +32,20 @@ public final class Optimizer {
         let p = parameters.pointer, g = gradients.pointer, n = parameters.count
         let lr = Float(learningRate), wd = Float(config.weightDecay), mu = Float(config.momentum)
         let eps = Float(config.epsilon)
+        // Each case is one loop over the buffer with its choices hoisted out.
         switch config.kind {
         case .sgd:
             if mu == 0 {
                 for i in 0..<n { p[i] -= lr * (g[i] + wd * p[i]) }
             } else {
                 let v = state[0].buffer.pointer
+                // Nesterov steps along grad + μ·v, plain momentum along v.
+                let gradientWeight: Float = config.nesterov ? 1 : 0, velocityWeight: Float = config.nesterov ? mu : 1
                 for i in 0..<n {
                     let grad = g[i] + wd * p[i]
-                    v[i] = mu * v[i] + grad
-                    p[i] -= lr * (config.nesterov ? grad + mu * v[i] : v[i])
+                    let velocity = mu * v[i] + grad
+                    v[i] = velocity
+                    p[i] -= lr * (gradientWeight * grad + velocityWeight * velocity)
                 }
             }
         case .adam, .adamw:
@@ -50,28 +54,37 @@ public final class Optimizer {
             let correction1 = 1 - pow(config.beta1, Double(stepCount))
             let correction2 = 1 - pow(config.beta2, Double(stepCount))
             let stepSize = Float(learningRate / correction1)
-            let rootCorrection2 = Float(correction2.squareRoot())
-            let decoupled = config.kind == .adamw
+            let inverseRootCorrection2 = Float(1 / correction2.squareRoot())
+            // AdamW shrinks the weights directly; Adam adds the decay to the gradient.
+            let shrink = config.kind == .adamw ? 1 - lr * wd : 1, coupled = config.kind == .adamw ? 0 : wd
             for i in 0..<n {
-                var grad = g[i]
-                if decoupled { p[i] -= lr * wd * p[i] } else { grad += wd * p[i] }
-                m[i] = b1 * m[i] + (1 - b1) * grad
-                v[i] = b2 * v[i] + (1 - b2) * grad * grad
-                p[i] -= stepSize * m[i] / (v[i].squareRoot() / rootCorrection2 + eps)
+                let weight = p[i]
+                let grad = g[i] + coupled * weight
+                let mean = b1 * m[i] + (1 - b1) * grad
+                let square = b2 * v[i] + (1 - b2) * grad * grad
+                m[i] = mean
+                v[i] = square
+                p[i] = shrink * weight - stepSize * mean / (FastMath.squareRoot(square) * inverseRootCorrection2 + eps)
             }
         case .rmsprop:
             let square = state[0].buffer.pointer
             let rho = Float(config.rho)
-            let buffer = mu > 0 ? state[1].buffer.pointer : nil
-            for i in 0..<n {
-                let grad = g[i] + wd * p[i]
-                square[i] = rho * square[i] + (1 - rho) * grad * grad
-                let scaled = grad / (square[i].squareRoot() + eps)
-                if let buffer {
-                    buffer[i] = mu * buffer[i] + scaled
-                    p[i] -= lr * buffer[i]
-                } else {
-                    p[i] -= lr * scaled
+            if mu > 0 {
+                let buffer = state[1].buffer.pointer
+                for i in 0..<n {
+                    let grad = g[i] + wd * p[i]
+                    let average = rho * square[i] + (1 - rho) * grad * grad
+                    square[i] = average
+                    let velocity = mu * buffer[i] + grad / (FastMath.squareRoot(average) + eps)
+                    buffer[i] = velocity
+                    p[i] -= lr * velocity
+                }
+            } else {
+                for i in 0..<n {
+                    let grad = g[i] + wd * p[i]
+                    let average = rho * square[i] + (1 - rho) * grad * grad
+                    square[i] = average
+                    p[i] -= lr * grad / (FastMath.squareRoot(average) + eps)
                 }
             }
         }

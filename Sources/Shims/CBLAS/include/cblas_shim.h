@@ -12,4 +12,9 @@ const char *aedblas_corename(void);
 /// Flush denormals to zero and treat denormal inputs as zero (FTZ + DAZ) on this thread.
 void aedblas_flush_denormals(void);
 
+/// The square root instruction itself. Swift's Float.squareRoot() keeps C's errno path for negative inputs (a
+/// branch and a libm call), which stops loops from vectorizing; this builtin is the bare IEEE operation, and Swift
+/// inlines it.
+static inline float aedmath_sqrtf(float x) { return __builtin_elementwise_sqrt(x); }
+
 #endif

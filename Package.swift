@@ -26,7 +26,11 @@ func targetCPUFlags() -> [SwiftSetting] {
 let package = Package(
     name: "aedist",
     platforms: [.macOS(.v13)],
-    products: [.executable(name: "aedist", targets: ["aedist"])],
+    products: [
+        .executable(name: "aedist", targets: ["aedist"]),
+        // A measuring tool for benchmarks and tests (LD_PRELOAD); aedist itself never links it.
+        .library(name: "AEDistHeapCounter", type: .dynamic, targets: ["AEDistHeapCounter"]),
+    ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
@@ -42,13 +46,15 @@ let package = Package(
         .target(name: "CHDF5", dependencies: ["CHDF5Library"], path: "Sources/Shims/CHDF5"),
         .target(name: "CBLAS", dependencies: ["COpenBLAS"], path: "Sources/Shims/CBLAS"),
         .target(name: "CSignals", path: "Sources/Shims/CSignals"),
+        .target(name: "CHeapAllocations", path: "Sources/Shims/CHeapAllocations"),
+        .target(name: "AEDistHeapCounter", path: "Sources/Tools/AEDistHeapCounter"),
         .systemLibrary(name: "CPNGLibrary", path: "Sources/Shims/CPNGLibrary", pkgConfig: "libpng",
                        providers: [.apt(["libpng-dev"])]),
         .target(name: "CPNG", dependencies: ["CPNGLibrary"], path: "Sources/Shims/CPNG"),
 
         .target(name: "AEDistCore", dependencies: ["CBLAS"], swiftSettings: targetCPUFlags()),
         .target(name: "AEDistIO", dependencies: ["AEDistCore", "CMPI", "CHDF5", "CPNG"]),
-        .target(name: "AEDistTraining", dependencies: ["AEDistCore", "AEDistIO", "CSignals", .product(name: "Yams", package: "Yams")],
+        .target(name: "AEDistTraining", dependencies: ["AEDistCore", "AEDistIO", "CSignals", "CHeapAllocations", .product(name: "Yams", package: "Yams")],
                 resources: [.copy("Resources/mnist5k.h5")]),
         .executableTarget(name: "aedist", dependencies: [
             "AEDistTraining", .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -26,17 +26,26 @@ final class BatchPrefetcher {
         var epoch: Int
         var step: Int
         let endEpoch: Int
-        var order: [Int32] = []
+        /// One buffer, refilled at each epoch (so reading batches allocates nothing).
+        let order: UnsafeMutableBufferPointer<Int32>
         var orderEpoch = -1
 
-        mutating func next() -> (order: [Int32], epoch: Int, step: Int)? {
+        init(schedule: BatchSchedule, epoch: Int, step: Int, endEpoch: Int) {
+            self.schedule = schedule
+            self.epoch = epoch
+            self.step = step
+            self.endEpoch = endEpoch
+            order = .allocate(capacity: schedule.sampleCount)
+        }
+
+        mutating func next() -> (order: UnsafeMutableBufferPointer<Int32>, epoch: Int, step: Int)? {
             if step >= schedule.stepsPerEpoch {
                 epoch += 1
                 step = 0
             }
             guard epoch < endEpoch else { return nil }
             if orderEpoch != epoch {
-                order = schedule.order(epoch: epoch)
+                schedule.order(epoch: epoch, into: order)
                 orderEpoch = epoch
             }
             defer { step += 1 }
@@ -77,8 +86,10 @@ final class BatchPrefetcher {
         positions = Positions(schedule: schedule, epoch: startEpoch, step: startStep, endEpoch: endEpoch)
         slots = [FlatBuffer(count: maxRows * source.rowWidth), FlatBuffer(count: maxRows * source.rowWidth)]
         rowIndices = [.allocate(capacity: maxRows), .allocate(capacity: maxRows)]
-        // Cached rows are plain memory; reading the file from a second thread needs a thread-safe libhdf5.
-        inBackground = source.isCached || HDF5File.libraryIsThreadSafe
+        // Cached rows are a memory gather of a few hundred KB: quicker done by the training thread itself than
+        // handed over by another thread, which on a node with a rank per core has to be scheduled first. Reading
+        // the file is what a background thread hides; that needs a thread-safe libhdf5.
+        inBackground = !source.isCached && HDF5File.libraryIsThreadSafe
         guard inBackground else { return }
         free.signal()
         free.signal()
@@ -93,6 +104,7 @@ final class BatchPrefetcher {
     deinit {
         stop()
         rowIndices.forEach { $0.deallocate() }
+        positions.order.deallocate()
     }
 
     private var isCancelled: Bool {
@@ -117,7 +129,7 @@ final class BatchPrefetcher {
 
     /// Gathers this rank's rows of global batch `step`, in ascending row order: the order within a slice does not
     /// change the summed gradient's meaning, and ascending rows make one HDF5 read of few hyperslabs.
-    private func fill(slot: Int, order: [Int32], step: Int) throws -> Int {
+    private func fill(slot: Int, order: UnsafeMutableBufferPointer<Int32>, step: Int) throws -> Int {
         let batch = schedule.globalBatch(step: step)
         let mine = microBatch.map { BatchSchedule.slice(of: batch, rank: rank, size: size, microBatch: $0) }
             ?? BatchSchedule.slice(of: batch, rank: rank, size: size)
@@ -126,7 +138,7 @@ final class BatchPrefetcher {
         let sortedRun = microBatch ?? max(mine.count, 1)
         for start in stride(from: 0, to: mine.count, by: sortedRun) {
             var run = UnsafeMutableBufferPointer(rebasing: indices[start..<min(start + sortedRun, mine.count)])
-            run.sort()
+            heapSort(run)
             try source.gather(rows: UnsafeBufferPointer(run), into: slots[slot].pointer + start * source.rowWidth)
         }
         return mine.count
@@ -159,5 +171,26 @@ final class BatchPrefetcher {
         free.signal()
         free.signal()
         finished.wait()
+    }
+}
+
+/// In place and without allocating (the standard library's sort may allocate a merge buffer), so reading a batch
+/// on the training thread allocates nothing.
+func heapSort(_ values: UnsafeMutableBufferPointer<Int32>) {
+    func siftDown(_ start: Int, _ end: Int) {
+        var root = start
+        while 2 * root + 1 < end {
+            var child = 2 * root + 1
+            if child + 1 < end && values[child] < values[child + 1] { child += 1 }
+            guard values[root] < values[child] else { return }
+            values.swapAt(root, child)
+            root = child
+        }
+    }
+    let count = values.count
+    for start in stride(from: count / 2 - 1, through: 0, by: -1) { siftDown(start, count) }
+    for end in stride(from: count - 1, to: 0, by: -1) {
+        values.swapAt(0, end)
+        siftDown(0, end)
     }
 }

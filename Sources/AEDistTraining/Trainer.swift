@@ -26,11 +26,18 @@ public struct SessionOptions {
     public var timeLimit: TimeInterval?
     /// What the time limit counts from: the process's start.
     public var startTime: Date
+    /// When MPI had started on this rank: the time to the first step is counted from here.
+    public var mpiStart: Date?
+    /// Where to write the step-phase timeline of all ranks (Chrome-trace JSON), if anywhere.
+    public var timelinePath: String?
 
-    public init(resume: ResumeRequest = .none, timeLimit: TimeInterval? = nil, startTime: Date = Date()) {
+    public init(resume: ResumeRequest = .none, timeLimit: TimeInterval? = nil, startTime: Date = Date(), mpiStart: Date? = nil,
+                timelinePath: String? = nil) {
         self.resume = resume
         self.timeLimit = timeLimit
         self.startTime = startTime
+        self.mpiStart = mpiStart
+        self.timelinePath = timelinePath
     }
 }
 
@@ -56,6 +63,7 @@ public final class Trainer {
     let communicator: Communicator
     let console: Console
     let resume: ResumeRequest
+    let session: SessionOptions
     let stopPolicy: StopPolicy
     let fault = FaultInjection.fromEnvironment()
 
@@ -79,6 +87,8 @@ public final class Trainer {
     let corruption: Corruption
     let corruptedRows: FlatBuffer
 
+    /// Per-phase step times (and the timeline's events), set up when the run starts.
+    var timeline = StepTimeline(eventCapacity: 0)
     var progress = TrainingProgress()
     var history: [EpochMetrics] = []
     var lastCheckpoint: String?
@@ -98,6 +108,7 @@ public final class Trainer {
         self.communicator = communicator
         self.console = console
         resume = session.resume
+        self.session = session
         stopPolicy = StopPolicy(timeLimit: session.timeLimit, start: session.startTime)
         let comm = communicator
 
@@ -313,6 +324,14 @@ public final class Trainer {
         var bestValLoss = history.map(\.valLoss).filter { !$0.isNaN }.min() ?? .infinity
         var learningRate = currentLearningRate()
         var epochRates: [Double] = []
+        let firstEpoch = progress.epochsCompleted
+        let plannedSteps = (epochs - firstEpoch) * schedule.stepsPerEpoch
+        timeline = StepTimeline(eventCapacity: session.timelinePath == nil ? 0
+            : min(plannedSteps * (3 * config.schedule.accumulation + 3) + 2 * epochs + 16, StepTimeline.maxEvents))
+        if let path = session.timelinePath {
+            try comm.together { if comm.isRoot { try StepTimeline.checkWritable(path) } }
+        }
+        var firstStepEnd: Int64?
 
         while progress.epochsCompleted < epochs {
             let epoch = progress.epochsCompleted
@@ -329,13 +348,17 @@ public final class Trainer {
                 nextStep = group.upperBound
                 let step = group.upperBound - 1
                 let stepStart = Date()
+                // The first epoch this run trains pays for page faults and BLAS buffers once: it is not timed
+                // (unless it is the only one).
+                timeline.startStep(timed: epoch > firstEpoch || epochs - firstEpoch == 1)
                 gradients.fill(0)
                 var localError: Error?
                 do {
                     for offset in 0..<group.count {
                         try fault?.apply(rank: comm.rank, step: progress.globalStep + 1 + offset, parameters: model.parameters)
                         let batch = try prefetcher.next()
-                        let key = NoiseKey(epoch: batch.epoch) { Int(batch.sampleIndices[$0]) }
+                        timeline.mark(.dataWait, step: progress.globalStep + 1)
+                        let key = NoiseKey(epoch: batch.epoch, indices: batch.sampleIndices)
                         let inputs = corrupt(batch.rows, count: batch.count, key: key)
                         let sums = exactSum == nil ? computeGradients(inputs: inputs, targets: batch.rows, count: batch.count, key: key)
                             : computeMicroBatchGradients(inputs: inputs, targets: batch.rows, count: batch.count, key: key)
@@ -370,16 +393,22 @@ public final class Trainer {
                     try exactSum.reduce(into: gradients, totalMicroBatches: microBatches, step: progress.globalStep + group.count,
                                         communicator: comm)
                 }
+                timeline.mark(.allReduce, step: progress.globalStep + group.count)
                 let stepLoss = Double(tail[StepSlot.lossSum.rawValue]) / Double(max(globalCount, 1))
                 guard stepLoss.isFinite else {
                     throw RunFailure("the training loss became \(stepLoss) at epoch \(epoch + 1), step \(step + 1) (global step \(progress.globalStep + group.count)); try a smaller --lr. \(lastCheckpoint.map { "The last good checkpoint is \($0)." } ?? "No checkpoint was written.")")
                 }
-                let scale = 1 / Float(max(globalCount, 1))
-                for i in 0..<parameterCount { gradients.pointer[i] *= scale }
+                // The sum becomes a mean inside the optimizer's pass, unless clipping needs the mean first.
+                var scale = 1 / Float(max(globalCount, 1))
                 sparsity?.update(activationSums: tail + StepSlot.allCases.count, samples: globalCount)
-                if config.optimizer.clipNorm > 0 { clipGradientNorm(gradients, count: parameterCount, to: Float(config.optimizer.clipNorm)) }
+                if config.optimizer.clipNorm > 0 {
+                    for i in 0..<parameterCount { gradients.pointer[i] *= scale }
+                    scale = 1
+                    clipGradientNorm(gradients, count: parameterCount, to: Float(config.optimizer.clipNorm))
+                }
                 learningRate = currentLearningRate()
-                optimizer.step(parameters: model.parameters, gradients: gradients, learningRate: learningRate)
+                optimizer.step(parameters: model.parameters, gradients: gradients, learningRate: learningRate, gradientScale: scale)
+                timeline.mark(.optimizer, step: progress.globalStep + group.count)
 
                 progress.globalStep += group.count
                 progress.stepInEpoch = group.upperBound
@@ -408,7 +437,11 @@ public final class Trainer {
                     progress.epochSeconds = epochSecondsBefore + Date().timeIntervalSince(epochStart)
                     try saveCheckpoint(isBest: false)
                 }
+                timeline.mark(.other, step: progress.globalStep)
+                timeline.endStep()
+                if firstStepEnd == nil { firstStepEnd = StepTimeline.now() }
                 if midEpoch, let stopReason {
+                    try reportTimeline(firstStepEnd: firstStepEnd)
                     return summary(samplesPerSecond: Double(epochSamples) / max(progress.epochSeconds, 1e-9), stopReason: stopReason)
                 }
             }
@@ -416,7 +449,9 @@ public final class Trainer {
             let rate = Double(epochSamples) / max(trainSeconds, 1e-9)
             epochRates.append(rate)
             let validationStart = Date()
+            timeline.resume()
             let validation = try validate()
+            timeline.mark(.validation, step: progress.globalStep)
             stopPolicy.recordValidation(Date().timeIntervalSince(validationStart))
             progress.epochsCompleted += 1
             progress.stepInEpoch = 0
@@ -433,8 +468,10 @@ public final class Trainer {
             history.append(metrics)
             let isBest = !validation.loss.isNaN && validation.loss < bestValLoss
             if isBest { bestValLoss = validation.loss }
+            timeline.resume()
             try saveCheckpoint(isBest: isBest)
             try comm.together { if comm.isRoot { try directory.appendMetrics(metrics) } }
+            timeline.mark(.checkpoint, step: progress.globalStep)
             var line = String(format: "epoch %d/%d  step %d  train %@ %.4f", progress.epochsCompleted, epochs,
                               progress.globalStep, lossName, metrics.trainLoss)
             if architecture.variational {
@@ -456,7 +493,10 @@ public final class Trainer {
             if validation.outputSpread < 1e-6 {
                 console.warning(String(format: "the reconstructions are the same for every validation sample (variance across samples %.2g): the model has collapsed to a constant output. The tutorial's convolutional model does this with --loss mse in Keras and PyTorch too; try --loss bce, another --lr or --seed.", validation.outputSpread))
             }
-            if let stopReason, progress.epochsCompleted < epochs { return summary(samplesPerSecond: rate, stopReason: stopReason) }
+            if let stopReason, progress.epochsCompleted < epochs {
+                try reportTimeline(firstStepEnd: firstStepEnd)
+                return summary(samplesPerSecond: rate, stopReason: stopReason)
+            }
             if let reason = earlyStoppingReason() {
                 console.line(reason)
                 break
@@ -464,6 +504,7 @@ public final class Trainer {
         }
         // The first epoch pays for warm-up (page faults, BLAS buffers): report the median of the rest.
         let steady = epochRates.count > 1 ? Array(epochRates.dropFirst()) : epochRates
+        try reportTimeline(firstStepEnd: firstStepEnd)
         return summary(samplesPerSecond: steady.sorted()[steady.count / 2])
     }
 
@@ -503,9 +544,32 @@ public final class Trainer {
     }
 
     /// What per-sample noise (denoising, and a variational model's ε) is keyed by: the epoch and each row's sample.
+    /// Plain values, not a closure: a stored closure would cost a heap allocation every step.
     struct NoiseKey {
         let epoch: Int
-        let sampleIndex: (Int) -> Int
+        /// Row r is sample indices[r] when given, else sample first + r.
+        var indices: UnsafePointer<Int32>?
+        var first = 0
+
+        init(epoch: Int, indices: UnsafePointer<Int32>) {
+            self.epoch = epoch
+            self.indices = indices
+        }
+
+        init(epoch: Int, first: Int) {
+            self.epoch = epoch
+            self.first = first
+        }
+
+        @inline(__always)
+        func sampleIndex(_ row: Int) -> Int { indices.map { Int($0[first + row]) } ?? first + row }
+
+        /// The key of the rows from `offset` on.
+        func skipping(_ offset: Int) -> NoiseKey {
+            var key = self
+            key.first += offset
+            return key
+        }
     }
 
     /// Forward, loss and backward for this rank's rows; gradients accumulate into the model's buffer.
@@ -513,7 +577,7 @@ public final class Trainer {
     func corrupt(_ rows: UnsafePointer<Float>, count: Int, key: NoiseKey) -> UnsafePointer<Float> {
         guard corruption != .none else { return rows }
         corruption.apply(to: rows, count: count, width: architecture.inputSize, into: corruptedRows.pointer,
-                         seed: config.schedule.seed, epoch: key.epoch, sampleIndex: key.sampleIndex)
+                         seed: config.schedule.seed, epoch: key.epoch) { key.sampleIndex($0) }
         return UnsafePointer(corruptedRows.pointer)
     }
 
@@ -552,8 +616,40 @@ public final class Trainer {
     func computeGradients(inputs: UnsafePointer<Float>, targets: UnsafePointer<Float>, count: Int, key: NoiseKey) -> Loss.Sums {
         guard count > 0 else { return Loss.Sums() }
         let sums = evaluate(inputs: inputs, targets: targets, count: count, withGradient: true, key: key)
+        timeline.mark(.forward, step: progress.globalStep + 1)
         model.backward(input: inputs, batch: count)
+        timeline.mark(.backward, step: progress.globalStep + 1)
         return sums
+    }
+
+    /// Collective: the step-time breakdown (mean over ranks), the time from MPI's start to the end of the first
+    /// step, heap allocations per timed step when counted, and the timeline file when asked for.
+    func reportTimeline(firstStepEnd: Int64?) throws {
+        let comm = communicator
+        let report = try timeline.breakdown(communicator: comm)
+        guard report.steps > 0 else { return }
+        let shares = report.shares.map { String(format: "%@ %.1f%%", $0.0.name, 100 * $0.1) }.joined(separator: ", ")
+        console.line(String(format: "step time %.3f ms (mean of %d steps × %d rank%@): ", 1000 * report.secondsPerStep, report.steps,
+                            comm.size, comm.size == 1 ? "" : "s") + shares)
+        var firstStep = [session.mpiStart.flatMap { start in firstStepEnd.map { Double($0) * 1e-9 - start.timeIntervalSince1970 } } ?? -1]
+        try comm.allReduceMax(&firstStep)
+        if firstStep[0] >= 0 { console.line(String(format: "first step done %.3f s after MPI started (slowest rank)", firstStep[0])) }
+        if HeapAllocations.counting {
+            var perStep = [Double(timeline.allocationsInTimedSteps) / Double(max(timeline.stepsTimed, 1))]
+            try comm.allReduceMax(&perStep)
+            console.line(String(format: "heap allocations per step on the training thread: %.2f (most on any rank, %d timed steps)",
+                                perStep[0], report.steps))
+        }
+        if let path = session.timelinePath {
+            var extra: [(name: String, start: Int64, duration: Int64)] = []
+            if let start = session.mpiStart, let firstStepEnd {
+                let startNanoseconds = Int64(start.timeIntervalSince1970 * 1e9)
+                extra.append(("MPI start to first step", startNanoseconds, firstStepEnd - startNanoseconds))
+            }
+            let written = try comm.together { try timeline.write(to: path, communicator: comm, extraEvents: extra) }
+            let dropped = timeline.eventsDropped > 0 ? " (the first \(StepTimeline.maxEvents) events of each rank)" : ""
+            console.line("timeline: \(written) events of \(comm.size) rank\(comm.size == 1 ? "" : "s") in \(path)\(dropped); open it in ui.perfetto.dev or chrome://tracing")
+        }
     }
 
     /// Deterministic mode: each micro-batch's gradient on its own, kept for the exact sum.
@@ -566,7 +662,7 @@ public final class Trainer {
             model.gradients.pointer.update(repeating: 0, count: exactSum.parameterCount)
             let offset = start * architecture.inputSize
             let sums = computeGradients(inputs: inputs + offset, targets: targets + offset, count: min(microBatch, count - start),
-                                        key: NoiseKey(epoch: key.epoch) { key.sampleIndex(start + $0) })
+                                        key: key.skipping(start))
             exactSum.store(model.gradients)
             total.loss += sums.loss
             total.squaredError += sums.squaredError
@@ -593,7 +689,7 @@ public final class Trainer {
             while start < mine.upperBound {
                 let chunk = start..<min(start + maxRowsPerRank, mine.upperBound)
                 try valSet.read(chunk, into: validationRows.pointer)
-                let key = NoiseKey(epoch: Corruption.validationEpoch) { chunk.lowerBound + $0 }
+                let key = NoiseKey(epoch: Corruption.validationEpoch, first: chunk.lowerBound)
                 let inputs = corrupt(validationRows.pointer, count: chunk.count, key: key)
                 let chunkSums = evaluate(inputs: inputs, targets: validationRows.pointer, count: chunk.count, withGradient: false, key: key)
                 validationKL += chunkSums.kl

@@ -5,6 +5,8 @@ import Foundation
 enum Launch {
     /// When this process started (after any re-execution): --time-limit counts from here.
     nonisolated(unsafe) static var startTime = Date()
+    /// When MPI_Init returned on this rank.
+    nonisolated(unsafe) static var mpiStart: Date?
 
     /// The rank this process will have, read from the launcher's environment before MPI starts, so that a bad
     /// command line is reported once (by rank 0) rather than once per rank.

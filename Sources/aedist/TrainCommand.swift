@@ -135,6 +135,10 @@ struct TrainCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Abort the job when a collective (e.g. a step's all-reduce) waits longer than this many seconds: a rank died, was stopped, or is stuck in I/O (default: 600).", valueName: "seconds"))
     var collectiveTimeout: Double?
 
+    // Performance
+    @Option(help: ArgumentHelp("Write every rank's step phases (data wait, forward, backward, all-reduce, optimizer) as a Chrome-trace timeline to this JSON file, for ui.perfetto.dev or chrome://tracing.", valueName: "file.json"))
+    var timeline: String?
+
     // Machine
     @Option(help: ArgumentHelp("BLAS threads per rank (default: cores on the node / ranks on the node).", valueName: "n"))
     var blasThreads: Int?
@@ -210,7 +214,7 @@ struct TrainCommand: ParsableCommand {
         try runOnEveryRank(collectiveTimeout: collectiveTimeout ?? 600,
                            blasThreads: configuration.schedule.deterministic ? 1 : blasThreads) { world, console in
             let session = SessionOptions(resume: ResumeRequest(resume), timeLimit: timeLimit.flatMap(StopPolicy.parseDuration),
-                                         startTime: Launch.startTime)
+                                         startTime: Launch.startTime, mpiStart: Launch.mpiStart, timelinePath: timeline)
             let trainer = try Trainer(config: configuration, communicator: world, session: session, console: console)
             let summary = try trainer.run()
             let checksum = try trainer.verifyReplicasIdentical()

@@ -29,6 +29,7 @@ func runOnEveryRank(collectiveTimeout: TimeInterval = 600, blasThreads: Int? = n
         FileHandle.standardError.write(Data("aedist: error: \(userMessage(error))\n".utf8))
         throw ExitCode.failure
     }
+    Launch.mpiStart = Date()
     Launch.configureBLASThreads(ranksOnThisNode: world.localSize, requested: blasThreads)
     BLAS.flushDenormalsToZero()
     let console = Console(isRoot: world.isRoot)

@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 
+DATA = None
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODELS = {  # aedist options, PyTorch name, FLOPs per sample (forward + backward ≈ 3 × forward multiply-adds × 2)
     "dense": (["--model", "dense:784-32", "--loss", "bce", "--batch-size", "256"], 6 * (784 * 32 * 2)),
@@ -19,11 +20,16 @@ MODELS = {  # aedist options, PyTorch name, FLOPs per sample (forward + backward
 }
 
 
-def aedist(binary, model, ranks, epochs, data):
+def aedist(binary, model, ranks, epochs, data, options=None, timeline=False):
     folder = tempfile.mkdtemp(prefix="aedist-bench-")
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_rmaps_base_oversubscribe="1")
-    command = ["mpirun", "-n", str(ranks), "/usr/bin/time", "-f", "peak_rss_kb %M", binary, "train", "--epochs", str(epochs),
-               "--blas-threads", "1", "--checkpoint-dir", folder] + MODELS[model][0]
+    # The heap counter (LD_PRELOAD) makes aedist report the training thread's allocations per step.
+    counter = os.path.join(os.path.dirname(binary), "libAEDistHeapCounter.so")
+    command = ["mpirun", "-n", str(ranks), "-x", f"LD_PRELOAD={counter}", "/usr/bin/time", "-f", "peak_rss_kb %M", binary, "train",
+               "--epochs", str(epochs), "--blas-threads", "1", "--drift-check-every", "0", "--checkpoint-dir", folder]
+    command += options if options is not None else MODELS[model][0]
+    if timeline:
+        command += ["--timeline", os.path.join(ROOT, f"bench-timeline-{model}-n{ranks}.json")]
     started = time.perf_counter()
     run = subprocess.run(command, env=env, capture_output=True, text=True)
     if run.returncode != 0:
@@ -32,8 +38,51 @@ def aedist(binary, model, ranks, epochs, data):
     rates = [float(row[6]) for row in rows]
     steady = sorted(rates[1:] or rates)
     rss = [int(line.split()[1]) / 1024 for line in run.stderr.splitlines() if line.startswith("peak_rss_kb")]
-    return {"samples_per_sec": rates, "median_samples_per_sec": steady[len(steady) // 2], "val_loss": float(rows[-1][4]),
-            "peak_rss_mb": max(rss) if rss else None, "wall_s": time.perf_counter() - started}
+    result = {"samples_per_sec": rates, "median_samples_per_sec": steady[len(steady) // 2], "val_loss": float(rows[-1][4]),
+              "peak_rss_mb": max(rss) if rss else None, "wall_s": time.perf_counter() - started}
+    for line in run.stdout.splitlines():
+        if line.startswith("step time "):  # "step time 0.970 ms (mean of …): data wait 4.4%, forward 32.1%, …"
+            result["step_ms"] = float(line.split()[2])
+            result["step_breakdown_percent"] = {part.rsplit(" ", 1)[0].strip(): float(part.rsplit(" ", 1)[1].rstrip("%"))
+                                                for part in line.split(": ", 1)[1].split(", ")}
+        elif line.startswith("first step done "):
+            result["first_step_after_mpi_init_s"] = float(line.split()[3])
+        elif line.startswith("heap allocations per step"):
+            result["heap_allocations_per_step"] = float(line.split(": ")[1].split()[0])
+    return result
+
+
+def gemm_shapes(model, rows):
+    """aedist's GEMMs for one step of `rows` samples on one rank, as (transA, transB, M, N, K, calls): forward
+    x·Wᵀ, the weight gradient dzᵀ·x and (except for the first layer) the input gradient dz·W."""
+    shapes = []
+    if model in ("dense", "deep"):
+        widths = [784, 32] if model == "dense" else [784, 128, 64]
+        widths = widths + widths[-2::-1]
+        for index, (n_in, n_out) in enumerate(zip(widths, widths[1:])):
+            shapes += [(0, 1, rows, n_out, n_in, 1), (1, 0, n_out, n_in, rows, 1)] + ([(0, 0, rows, n_in, n_out, 1)] if index else [])
+    else:  # conv layers: (side, in channels, filters); im2col in chunks of about 4096 rows
+        for index, (side, c_in, filters) in enumerate([(28, 1, 32), (14, 32, 32), (7, 32, 32), (14, 32, 32), (28, 32, 1)]):
+            positions = side * side
+            chunk = max(1, 4096 // positions)
+            chunk_rows, calls = chunk * positions, -(-rows // chunk)
+            k = 9 * c_in
+            shapes += [(0, 1, chunk_rows, filters, k, calls), (1, 0, filters, k, chunk_rows, calls)]
+            if index:
+                shapes.append((0, 0, chunk_rows, k, filters, calls))
+    return shapes
+
+
+def sgemm_yardstick(sgemm_rate, model, rows):
+    """The machine's own single-core sgemm rate (GFLOP/s) over exactly this step's GEMM shapes: total FLOPs over
+    the sum of each shape's time at its measured rate."""
+    shapes = gemm_shapes(model, rows)
+    arguments = [str(v) for shape in shapes for v in shape[:5]]
+    run = subprocess.run([sgemm_rate] + arguments, capture_output=True, text=True, check=True,
+                         env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
+    rates = [float(line.split()[5]) for line in run.stdout.splitlines()[:len(shapes)]]
+    flops = [2.0 * m * n * k * calls for (_, _, m, n, k, calls) in shapes]
+    return sum(flops) / sum(f / r for f, r in zip(flops, rates)), sum(flops) / rows
 
 
 def pytorch(python, model, ranks, epochs, data):
@@ -45,30 +94,82 @@ def pytorch(python, model, ranks, epochs, data):
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
+def streaming(binary, python, gigabytes):
+    """A generated file of `gigabytes` GB of float32 rows (the MNIST subset tiled, with a little noise so rows
+    differ), trained once streamed from disk and once held in memory: samples/s and RSS per rank of each."""
+    path = os.path.join(ROOT, ".build", f"bench-stream-{gigabytes}g.h5")
+    rows = int(gigabytes * 1e9 / (784 * 4))
+    if not os.path.exists(path):
+        subprocess.run([python, "-c", f"""
+import h5py, numpy as np
+src = h5py.File({repr(DATA)}, "r")["train/x"][()].reshape(-1, 784).astype(np.float32) / 255
+rng = np.random.default_rng(0)
+with h5py.File({repr(path + '.tmp')}, "w") as f:
+    x = f.create_dataset("train/x", shape=({rows}, 784), dtype="f4")
+    for start in range(0, {rows}, 100000):
+        n = min(100000, {rows} - start)
+        block = src[rng.integers(0, len(src), n)] + rng.normal(0, 0.01, (n, 784)).astype(np.float32)
+        x[start:start + n] = np.clip(block, 0, 1)
+    f.create_dataset("val/x", data=src[:1000])
+"""], check=True)
+        os.rename(path + ".tmp", path)
+    size = os.path.getsize(path) / 1e9
+    result = {"file_gb": size, "rows": rows}
+    for name, cache in (("streamed", "never"), ("in_memory", "always")):
+        run = aedist(binary, "dense", 2, 2, path, options=["--data", path, "--cache", cache] + MODELS["dense"][0])
+        result[name] = {"median_samples_per_sec": run["median_samples_per_sec"], "peak_rss_mb": run["peak_rss_mb"],
+                        "step_breakdown_percent": run.get("step_breakdown_percent")}
+    result["streamed_over_in_memory"] = result["streamed"]["median_samples_per_sec"] / result["in_memory"]["median_samples_per_sec"]
+    print(f"stream  -n 2: {size:.1f} GB file, dense model: streamed {result['streamed']['median_samples_per_sec']:9.0f} samples/s "
+          f"({result['streamed']['peak_rss_mb']:5.0f} MB/rank), in memory {result['in_memory']['median_samples_per_sec']:9.0f} samples/s "
+          f"({result['in_memory']['peak_rss_mb']:5.0f} MB/rank): {result['streamed_over_in_memory']:.2f}×", flush=True)
+    return result
+
+
 def main():
-    binary, python, data = sys.argv[1], sys.argv[2], sys.argv[3]
+    global DATA
+    binary, python, data, sgemm_rate = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+    DATA = data
     epochs = {"dense": 6, "deep": 4, "conv": 3}
     rounds = int(os.environ.get("BENCH_ROUNDS", "2"))
-    results = {"date": time.strftime("%Y-%m-%d"), "cpu": platform.processor() or open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(": "),
-               "cores": os.cpu_count(), "threads_per_process": 1, "runs": []}
+    cpu = open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(": \t")
+    results = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu, "cores": os.cpu_count(), "threads_per_process": 1,
+               "blas": subprocess.run([sgemm_rate], capture_output=True, text=True).stdout.split("core ")[-1].strip(), "runs": []}
+    print(f"{results['date']}, {cpu}, {results['cores']} cores, 1 BLAS/PyTorch thread per process, OpenBLAS {results['blas']} kernels; "
+          f"{rounds} alternating rounds per configuration", flush=True)
     for model in MODELS:
         for ranks in (1, 2):
             a, p = [], []
-            for _ in range(rounds):  # alternate, so both see the same machine state
-                a.append(aedist(binary, model, ranks, epochs[model], data))
+            for round_ in range(rounds):  # alternate, so both see the same machine state
+                a.append(aedist(binary, model, ranks, epochs[model], data, timeline=round_ == 0))
                 p.append(pytorch(python, model, ranks, epochs[model], data))
+            rows_per_rank = {"dense": 256, "deep": 64, "conv": 256}[model] // ranks
+            yardstick, gemm_flops_per_sample = sgemm_yardstick(sgemm_rate, model, rows_per_rank)
             entry = {"model": model, "ranks": ranks,
                      "aedist": {"median_samples_per_sec": statistics.median(r["median_samples_per_sec"] for r in a),
-                                "val_loss": a[-1]["val_loss"], "peak_rss_mb": a[-1]["peak_rss_mb"]},
+                                "val_loss": a[-1]["val_loss"], "peak_rss_mb": a[-1]["peak_rss_mb"],
+                                "step_ms": statistics.median(r["step_ms"] for r in a),
+                                "step_breakdown_percent": a[0].get("step_breakdown_percent"),
+                                "first_step_after_mpi_init_s": max(r["first_step_after_mpi_init_s"] for r in a),
+                                "heap_allocations_per_step": max(r["heap_allocations_per_step"] for r in a)},
                      "pytorch": {"median_samples_per_sec": statistics.median(r["median_samples_per_sec"] for r in p),
-                                 "val_loss": p[-1]["val_loss"], "peak_rss_mb": p[-1]["peak_rss_mb"], "version": p[-1]["torch"]}}
+                                 "val_loss": p[-1]["val_loss"], "peak_rss_mb": p[-1]["peak_rss_mb"], "version": p[-1]["torch"],
+                                 "first_step_s": p[-1]["first_step_s"]},
+                     "sgemm_gflops_same_shapes_one_core": yardstick}
             entry["ratio"] = entry["aedist"]["median_samples_per_sec"] / entry["pytorch"]["median_samples_per_sec"]
-            entry["aedist"]["gflops"] = entry["aedist"]["median_samples_per_sec"] * MODELS[model][1] / 1e9
+            # Achieved over the whole step (data, elementwise work and communication included), per core.
+            entry["aedist"]["gflops_per_core"] = entry["aedist"]["median_samples_per_sec"] * gemm_flops_per_sample / 1e9 / ranks
+            entry["aedist"]["fraction_of_sgemm"] = entry["aedist"]["gflops_per_core"] / yardstick
             results["runs"].append(entry)
+            breakdown = entry["aedist"]["step_breakdown_percent"] or {}
             print(f"{model:6} -n {ranks}: aedist {entry['aedist']['median_samples_per_sec']:9.0f} samples/s "
-                  f"({entry['aedist']['gflops']:5.1f} GFLOP/s, {entry['aedist']['peak_rss_mb'] or 0:5.0f} MB/rank)  "
-                  f"PyTorch {entry['pytorch']['median_samples_per_sec']:9.0f} samples/s ({entry['pytorch']['peak_rss_mb']:5.0f} MB)  "
+                  f"({entry['aedist']['gflops_per_core']:5.1f} GFLOP/s per core = {100 * entry['aedist']['fraction_of_sgemm']:3.0f}% of sgemm "
+                  f"{yardstick:5.1f}; {entry['aedist']['peak_rss_mb'] or 0:4.0f} MB/rank)  "
+                  f"PyTorch {entry['pytorch']['median_samples_per_sec']:9.0f} samples/s ({entry['pytorch']['peak_rss_mb']:4.0f} MB)  "
                   f"ratio {entry['ratio']:4.2f}", flush=True)
+            print(f"          step {entry['aedist']['step_ms']:.3f} ms: " + ", ".join(f"{k} {v:.1f}%" for k, v in breakdown.items())
+                  + f"; first step {entry['aedist']['first_step_after_mpi_init_s']:.3f} s after MPI init; "
+                  f"heap allocations/step {entry['aedist']['heap_allocations_per_step']:.2f}", flush=True)
     for model in MODELS:
         one, two = [r for r in results["runs"] if r["model"] == model]
         for name in ("aedist", "pytorch"):
@@ -76,9 +177,12 @@ def main():
             results.setdefault("scaling_2_ranks", {}).setdefault(model, {})[name] = scaling
         print(f"{model:6} scaling 1 → 2 ranks: aedist {results['scaling_2_ranks'][model]['aedist']:.2f}×, "
               f"PyTorch DDP (gloo) {results['scaling_2_ranks'][model]['pytorch']:.2f}×")
+    gigabytes = float(os.environ.get("BENCH_STREAM_GB", "3"))
+    if gigabytes > 0:
+        results["streaming"] = streaming(binary, python, gigabytes)
     path = os.path.join(ROOT, "bench-results.json")
     json.dump(results, open(path, "w"), indent=2)
-    print(f"wrote {path}")
+    print(f"wrote {path} (and bench-timeline-*.json: open them in ui.perfetto.dev)")
 
 
 if __name__ == "__main__":

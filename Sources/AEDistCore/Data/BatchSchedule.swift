@@ -22,14 +22,20 @@ public struct BatchSchedule: Sendable {
 
     /// A fresh permutation of 0..<sampleCount for this epoch (Fisher–Yates on the epoch's own random stream).
     public func order(epoch: Int) -> [Int32] {
-        var order = (0..<Int32(sampleCount)).map { $0 }
-        guard shuffle, sampleCount > 1 else { return order }
+        var order = [Int32](repeating: 0, count: sampleCount)
+        order.withUnsafeMutableBufferPointer { self.order(epoch: epoch, into: $0) }
+        return order
+    }
+
+    /// The same order written into `order` (sampleCount values): the trainer reuses one buffer for every epoch.
+    public func order(epoch: Int, into order: UnsafeMutableBufferPointer<Int32>) {
+        for i in 0..<sampleCount { order[i] = Int32(i) }
+        guard shuffle, sampleCount > 1 else { return }
         var random = RandomStream(seed: seed, RandomStream.Purpose.shuffle.rawValue, UInt64(epoch))
         for i in stride(from: sampleCount - 1, to: 0, by: -1) {
             let j = Int(random.next() % UInt64(i + 1))
             order.swapAt(i, j)
         }
-        return order
     }
 
     /// Positions in the epoch's order that make global batch `step`.

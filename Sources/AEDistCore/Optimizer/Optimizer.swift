@@ -24,25 +24,26 @@ public final class Optimizer {
 
     public func stateBuffer(_ name: String) -> FlatBuffer? { state.first { $0.name == name }?.buffer }
 
-    /// p ← p − update(g), with `learningRate` for this step (schedules decide it). `gradients` may be longer than
-    /// `parameters`; only the first `parameters.count` values are gradients.
-    public func step(parameters: FlatBuffer, gradients: FlatBuffer, learningRate: Double) {
+    /// p ← p − update(g · gradientScale), with `learningRate` for this step (schedules decide it). `gradients` may
+    /// be longer than `parameters`; only the first `parameters.count` values are gradients. The scale lets the
+    /// trainer turn the all-reduced sum into a mean within this same pass over memory.
+    public func step(parameters: FlatBuffer, gradients: FlatBuffer, learningRate: Double, gradientScale: Float = 1) {
         precondition(gradients.count >= parameters.count)
         stepCount += 1
         let p = parameters.pointer, g = gradients.pointer, n = parameters.count
         let lr = Float(learningRate), wd = Float(config.weightDecay), mu = Float(config.momentum)
-        let eps = Float(config.epsilon)
+        let eps = Float(config.epsilon), scale = gradientScale
         // Each case is one loop over the buffer with its choices hoisted out.
         switch config.kind {
         case .sgd:
             if mu == 0 {
-                for i in 0..<n { p[i] -= lr * (g[i] + wd * p[i]) }
+                for i in 0..<n { p[i] -= lr * (g[i] * scale + wd * p[i]) }
             } else {
                 let v = state[0].buffer.pointer
                 // Nesterov steps along grad + μ·v, plain momentum along v.
                 let gradientWeight: Float = config.nesterov ? 1 : 0, velocityWeight: Float = config.nesterov ? mu : 1
                 for i in 0..<n {
-                    let grad = g[i] + wd * p[i]
+                    let grad = g[i] * scale + wd * p[i]
                     let velocity = mu * v[i] + grad
                     v[i] = velocity
                     p[i] -= lr * (gradientWeight * grad + velocityWeight * velocity)
@@ -59,7 +60,7 @@ public final class Optimizer {
             let shrink = config.kind == .adamw ? 1 - lr * wd : 1, coupled = config.kind == .adamw ? 0 : wd
             for i in 0..<n {
                 let weight = p[i]
-                let grad = g[i] + coupled * weight
+                let grad = g[i] * scale + coupled * weight
                 let mean = b1 * m[i] + (1 - b1) * grad
                 let square = b2 * v[i] + (1 - b2) * grad * grad
                 m[i] = mean
@@ -72,7 +73,7 @@ public final class Optimizer {
             if mu > 0 {
                 let buffer = state[1].buffer.pointer
                 for i in 0..<n {
-                    let grad = g[i] + wd * p[i]
+                    let grad = g[i] * scale + wd * p[i]
                     let average = rho * square[i] + (1 - rho) * grad * grad
                     square[i] = average
                     let velocity = mu * buffer[i] + grad / (FastMath.squareRoot(average) + eps)
@@ -81,7 +82,7 @@ public final class Optimizer {
                 }
             } else {
                 for i in 0..<n {
-                    let grad = g[i] + wd * p[i]
+                    let grad = g[i] * scale + wd * p[i]
                     let average = rho * square[i] + (1 - rho) * grad * grad
                     square[i] = average
                     p[i] -= lr * grad / (FastMath.squareRoot(average) + eps)

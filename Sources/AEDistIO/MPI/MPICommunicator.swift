@@ -37,6 +37,8 @@ public final class MPICommunicator: Communicator {
         arrivals = .allocate(capacity: size)
         arrivals.initialize(repeating: -1)
         announcedStep = .allocate(capacity: 1)
+        noticeRequests = .allocate(capacity: max(size, 1))
+        noticeRequests.initialize(repeating: aedmpi_request())
     }
 
     /// Ends MPI for this process; every rank must call it, after its last collective.
@@ -75,6 +77,8 @@ public final class MPICommunicator: Communicator {
     private let arrivals: UnsafeMutableBufferPointer<Int64>
     /// What this rank announces; a send buffer must stay put until the send completes.
     private let announcedStep: UnsafeMutablePointer<Int64>
+    /// The arrival notices' MPI requests (rank 0 receives size − 1, the others send one).
+    private let noticeRequests: UnsafeMutableBufferPointer<aedmpi_request>
 
     public func whileRootWorksAlone<T>(_ body: () throws -> T) rethrows -> T {
         watchdog.setPatience(10)
@@ -91,23 +95,21 @@ public final class MPICommunicator: Communicator {
 
     public func allReduceGradients(_ values: UnsafeMutableBufferPointer<Float>, step: Int) throws {
         guard let base = values.baseAddress, size > 1 else { return }
-        var notices: [UnsafeMutableRawPointer?] = []
         announcedStep.pointee = Int64(step)
+        // The requests go in storage allocated once: a step allocates nothing on the heap.
+        let notices = noticeRequests.baseAddress!
+        let noticeCount = rank == 0 ? size - 1 : 1
         if rank == 0 {
             for source in 1..<size {
-                var request: UnsafeMutableRawPointer?
-                try Self.check(aedmpi_irecv_int64(arrivals.baseAddress! + source, Int32(source), 7, &request), "MPI_Irecv")
-                notices.append(request)
+                try Self.check(aedmpi_irecv_int64(arrivals.baseAddress! + source, Int32(source), 7, notices + source - 1), "MPI_Irecv")
             }
         } else {
-            var request: UnsafeMutableRawPointer?
-            try Self.check(aedmpi_isend_int64(announcedStep, 0, 7, &request), "MPI_Isend")
-            notices.append(request)
+            try Self.check(aedmpi_isend_int64(announcedStep, 0, 7, notices), "MPI_Isend")
         }
         try watched("the gradient all-reduce", step: step) { aedmpi_allreduce_sum_float(base, Int64(values.count)) }
         // Every notice was sent before its rank entered the all-reduce, so these complete at once.
-        for notice in notices {
-            if let notice { try watched("an arrival notice", step: step) { aedmpi_wait(notice) } }
+        for index in 0..<noticeCount {
+            try watched("an arrival notice", step: step) { aedmpi_wait(notices + index) }
         }
     }
 

@@ -70,25 +70,14 @@ void aedmpi_error_string(int code, char *buffer, int capacity) {
 }
 double aedmpi_wtime(void) { return MPI_Wtime(); }
 
-// Point-to-point requests live on the heap until aedmpi_wait frees them.
-static int started(int rc, MPI_Request *handle, void **request) {
-    if (rc != MPI_SUCCESS) { free(handle); *request = NULL; return rc; }
-    *request = handle;
-    return MPI_SUCCESS;
+// MPI_Request is an int in some MPIs and a pointer in Open MPI: either fits the caller's storage.
+_Static_assert(sizeof(MPI_Request) <= sizeof(aedmpi_request), "MPI_Request does not fit aedmpi_request");
+int aedmpi_isend_int64(const int64_t *value, int destination, int tag, aedmpi_request *request) {
+    return MPI_Isend(value, 1, MPI_INT64_T, destination, tag, MPI_COMM_WORLD, (MPI_Request *)request->bytes);
 }
-int aedmpi_isend_int64(const int64_t *value, int destination, int tag, void **request) {
-    MPI_Request *handle = malloc(sizeof(MPI_Request));
-    if (!handle) return MPI_ERR_NO_MEM;
-    return started(MPI_Isend(value, 1, MPI_INT64_T, destination, tag, MPI_COMM_WORLD, handle), handle, request);
+int aedmpi_irecv_int64(int64_t *value, int source, int tag, aedmpi_request *request) {
+    return MPI_Irecv(value, 1, MPI_INT64_T, source, tag, MPI_COMM_WORLD, (MPI_Request *)request->bytes);
 }
-int aedmpi_irecv_int64(int64_t *value, int source, int tag, void **request) {
-    MPI_Request *handle = malloc(sizeof(MPI_Request));
-    if (!handle) return MPI_ERR_NO_MEM;
-    return started(MPI_Irecv(value, 1, MPI_INT64_T, source, tag, MPI_COMM_WORLD, handle), handle, request);
-}
-int aedmpi_wait(void *request) {
-    MPI_Request *handle = (MPI_Request *)request;
-    int rc = MPI_Wait(handle, MPI_STATUS_IGNORE);
-    free(handle);
-    return rc;
+int aedmpi_wait(aedmpi_request *request) {
+    return MPI_Wait((MPI_Request *)request->bytes, MPI_STATUS_IGNORE);
 }

@@ -27,9 +27,11 @@ void aedmpi_error_string(int code, char *buffer, int capacity);
 double aedmpi_wtime(void);
 
 // Point-to-point notes that travel beside a blocking collective (arrival notices for the watchdog). Each returns an
-// MPI error code and an opaque request that aedmpi_wait completes and frees.
-int aedmpi_isend_int64(const int64_t *value, int destination, int tag, void **request);
-int aedmpi_irecv_int64(int64_t *value, int source, int tag, void **request);
-int aedmpi_wait(void *request);
+// MPI error code; the request lives in the caller's storage (allocated once, so a step allocates nothing) until
+// aedmpi_wait completes it.
+typedef struct { _Alignas(16) unsigned char bytes[32]; } aedmpi_request;
+int aedmpi_isend_int64(const int64_t *value, int destination, int tag, aedmpi_request *request);
+int aedmpi_irecv_int64(int64_t *value, int source, int tag, aedmpi_request *request);
+int aedmpi_wait(aedmpi_request *request);
 
 #endif

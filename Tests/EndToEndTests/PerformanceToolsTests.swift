@@ -1,0 +1,63 @@
+import Foundation
+import XCTest
+
+/// The tools that show where training time goes: the step-time breakdown, the Chrome-trace timeline, and the
+/// heap-allocation count of a steady-state step.
+final class PerformanceToolsTests: XCTestCase {
+    func testTimelineHoldsEveryRanksStepPhasesInOrder() throws {
+        let folder = Harness.temporaryDirectory()
+        let timeline = folder + "/timeline.json"
+        let outcome = try Harness.aedist(ranks: 2, ["train", "--epochs", "2", "--checkpoint-dir", folder + "/ck", "--timeline", timeline])
+        assertSucceeded(outcome)
+        XCTAssertTrue(outcome.stdout.contains("timeline: "), outcome.description)
+
+        // The breakdown's shares cover the whole step.
+        let breakdown = try XCTUnwrap(outcome.stdout.split(separator: "\n").first { $0.hasPrefix("step time ") }, outcome.description)
+        let shares = breakdown.split(separator: ":").last!.split(separator: ",").map { Double($0.split(separator: " ").last!.dropLast())! }
+        XCTAssertEqual(shares.count, 6, String(breakdown))
+        XCTAssertEqual(shares.reduce(0, +), 100, accuracy: 0.5, String(breakdown))
+        XCTAssertTrue(outcome.stdout.contains("first step done "), outcome.description)
+
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: timeline))) as! [String: Any]
+        let events = (json["traceEvents"] as! [[String: Any]]).filter { $0["ph"] as? String == "X" && $0["cat"] as? String == "step" }
+        let stepsPerEpoch = 4000 / 256 + 1
+        for rank in 0..<2 {
+            let mine = events.filter { $0["pid"] as? Int == rank }.sorted { ($0["ts"] as! Double) < ($1["ts"] as! Double) }
+            for phase in ["data wait", "forward", "backward", "all-reduce", "optimizer", "other"] {
+                XCTAssertEqual(mine.filter { $0["name"] as? String == phase }.count, 2 * stepsPerEpoch, "rank \(rank) \(phase)")
+            }
+            // One thread's phases follow one another: none starts before the previous one ended.
+            for (earlier, later) in zip(mine, mine.dropFirst()) {
+                let end = (earlier["ts"] as! Double) + (earlier["dur"] as! Double)
+                XCTAssertLessThanOrEqual(end, (later["ts"] as! Double) + 0.01, "rank \(rank): \(earlier) overlaps \(later)")
+            }
+        }
+    }
+
+    func testATimelineThatCannotBeWrittenIsRefusedBeforeTraining() throws {
+        let folder = Harness.temporaryDirectory()
+        let outcome = try Harness.aedist(ranks: 2, ["train", "--epochs", "1", "--checkpoint-dir", folder + "/ck",
+                                                    "--timeline", folder + "/missing/timeline.json"])
+        XCTAssertNotEqual(outcome.status, 0, outcome.description)
+        XCTAssertEqual(outcome.errorLines.count, 1, outcome.description)
+        XCTAssertTrue(outcome.errorLines.first?.contains("--timeline \(folder)/missing/timeline.json") == true, outcome.description)
+        XCTAssertFalse(outcome.stdout.contains("epoch 1/1"), outcome.description)
+    }
+
+    /// With the counter library preloaded, aedist counts the training thread's heap allocations in steady-state
+    /// steps: none. (One rank, so that no MPI_Allreduce runs: Open MPI's own algorithm allocates its temporary
+    /// buffers inside the call, which is not aedist's to change. One BLAS thread: OpenBLAS's threaded GEMM allocates
+    /// its work queue on every call.)
+    func testSteadyStateStepsAllocateNothing() throws {
+        let folder = Harness.temporaryDirectory()
+        let counter = (Harness.binary as NSString).deletingLastPathComponent + "/libAEDistHeapCounter.so"
+        XCTAssertTrue(FileManager.default.fileExists(atPath: counter), "build the package first: \(counter) is missing")
+        for model in [["--model", "dense:784-64-32"], ["--model", "conv:28x28x1/c8-p2/c8-u2-c1", "--noise", "mask:0.2"]] {
+            let outcome = try Harness.run(Harness.mpirun, ["-n", "1", "-x", "LD_PRELOAD=\(counter)", Harness.binary, "train", "--epochs", "2",
+                                                          "--blas-threads", "1", "--drift-check-every", "0", "--checkpoint-dir", folder + "/ck-\(model[1].prefix(4))"] + model)
+            assertSucceeded(outcome)
+            let line = try XCTUnwrap(outcome.stdout.split(separator: "\n").first { $0.hasPrefix("heap allocations per step") }, outcome.description)
+            XCTAssertTrue(line.contains("training thread: 0.00 "), String(line))
+        }
+    }
+}

@@ -53,9 +53,9 @@ let package = Package(
         .target(name: "CPNG", dependencies: ["CPNGLibrary"], path: "Sources/Shims/CPNG"),
 
         .target(name: "AEDistCore", dependencies: ["CBLAS"], swiftSettings: targetCPUFlags()),
-        .target(name: "AEDistIO", dependencies: ["AEDistCore", "CMPI", "CHDF5", "CPNG"]),
+        .target(name: "AEDistIO", dependencies: ["AEDistCore", "CMPI", "CHDF5", "CPNG"], swiftSettings: targetCPUFlags()),
         .target(name: "AEDistTraining", dependencies: ["AEDistCore", "AEDistIO", "CSignals", "CHeapAllocations", .product(name: "Yams", package: "Yams")],
-                resources: [.copy("Resources/mnist5k.h5")]),
+                resources: [.copy("Resources/mnist5k.h5")], swiftSettings: targetCPUFlags()),
         .executableTarget(name: "aedist", dependencies: [
             "AEDistTraining", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),

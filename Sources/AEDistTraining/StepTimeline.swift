@@ -58,6 +58,7 @@ final class StepTimeline {
     init(eventCapacity: Int) {
         events = .allocate(capacity: max(eventCapacity, 1))
         if eventCapacity == 0 { eventsDropped = -1 }
+        _ = HeapAllocations.counting  // looks the counter up now (dlsym allocates), not inside a timed step
     }
 
     deinit { events.deallocate() }

@@ -331,7 +331,7 @@ public final class Trainer {
         if let path = session.timelinePath {
             try comm.together { if comm.isRoot { try StepTimeline.checkWritable(path) } }
         }
-        var firstStepEnd: Int64?
+        var firstStepTimes: (start: Int64, end: Int64?)?
 
         while progress.epochsCompleted < epochs {
             let epoch = progress.epochsCompleted
@@ -351,6 +351,7 @@ public final class Trainer {
                 // The first epoch this run trains pays for page faults and BLAS buffers once: it is not timed
                 // (unless it is the only one).
                 timeline.startStep(timed: epoch > firstEpoch || epochs - firstEpoch == 1)
+                if firstStepTimes == nil { firstStepTimes = (StepTimeline.now(), nil) }
                 gradients.fill(0)
                 var localError: Error?
                 do {
@@ -439,9 +440,9 @@ public final class Trainer {
                 }
                 timeline.mark(.other, step: progress.globalStep)
                 timeline.endStep()
-                if firstStepEnd == nil { firstStepEnd = StepTimeline.now() }
+                if firstStepTimes?.end == nil { firstStepTimes?.end = StepTimeline.now() }
                 if midEpoch, let stopReason {
-                    try reportTimeline(firstStepEnd: firstStepEnd)
+                    try reportTimeline(firstStep: firstStepTimes)
                     return summary(samplesPerSecond: Double(epochSamples) / max(progress.epochSeconds, 1e-9), stopReason: stopReason)
                 }
             }
@@ -494,7 +495,7 @@ public final class Trainer {
                 console.warning(String(format: "the reconstructions are the same for every validation sample (variance across samples %.2g): the model has collapsed to a constant output. The tutorial's convolutional model does this with --loss mse in Keras and PyTorch too; try --loss bce, another --lr or --seed.", validation.outputSpread))
             }
             if let stopReason, progress.epochsCompleted < epochs {
-                try reportTimeline(firstStepEnd: firstStepEnd)
+                try reportTimeline(firstStep: firstStepTimes)
                 return summary(samplesPerSecond: rate, stopReason: stopReason)
             }
             if let reason = earlyStoppingReason() {
@@ -504,7 +505,7 @@ public final class Trainer {
         }
         // The first epoch pays for warm-up (page faults, BLAS buffers): report the median of the rest.
         let steady = epochRates.count > 1 ? Array(epochRates.dropFirst()) : epochRates
-        try reportTimeline(firstStepEnd: firstStepEnd)
+        try reportTimeline(firstStep: firstStepTimes)
         return summary(samplesPerSecond: steady.sorted()[steady.count / 2])
     }
 
@@ -624,16 +625,20 @@ public final class Trainer {
 
     /// Collective: the step-time breakdown (mean over ranks), the time from MPI's start to the end of the first
     /// step, heap allocations per timed step when counted, and the timeline file when asked for.
-    func reportTimeline(firstStepEnd: Int64?) throws {
+    func reportTimeline(firstStep: (start: Int64, end: Int64?)?) throws {
         let comm = communicator
         let report = try timeline.breakdown(communicator: comm)
         guard report.steps > 0 else { return }
         let shares = report.shares.map { String(format: "%@ %.1f%%", $0.0.name, 100 * $0.1) }.joined(separator: ", ")
         console.line(String(format: "step time %.3f ms (mean of %d steps × %d rank%@): ", 1000 * report.secondsPerStep, report.steps,
                             comm.size, comm.size == 1 ? "" : "s") + shares)
-        var firstStep = [session.mpiStart.flatMap { start in firstStepEnd.map { Double($0) * 1e-9 - start.timeIntervalSince1970 } } ?? -1]
-        try comm.allReduceMax(&firstStep)
-        if firstStep[0] >= 0 { console.line(String(format: "first step done %.3f s after MPI started (slowest rank)", firstStep[0])) }
+        // Start-up: from MPI's start to the first step's start and end, on the slowest rank.
+        if let mpiStart = session.mpiStart?.timeIntervalSince1970, let firstStep, let end = firstStep.end {
+            var seconds = [Double(firstStep.start) * 1e-9 - mpiStart, Double(end) * 1e-9 - mpiStart]
+            try comm.allReduceMax(&seconds)
+            console.line(String(format: "time to first step: %.3f s from MPI's start to the first step, %.3f s to its end (slowest rank)",
+                                seconds[0], seconds[1]))
+        }
         if HeapAllocations.counting {
             var perStep = [Double(timeline.allocationsInTimedSteps) / Double(max(timeline.stepsTimed, 1))]
             try comm.allReduceMax(&perStep)
@@ -642,9 +647,9 @@ public final class Trainer {
         }
         if let path = session.timelinePath {
             var extra: [(name: String, start: Int64, duration: Int64)] = []
-            if let start = session.mpiStart, let firstStepEnd {
+            if let start = session.mpiStart, let firstStep {
                 let startNanoseconds = Int64(start.timeIntervalSince1970 * 1e9)
-                extra.append(("MPI start to first step", startNanoseconds, firstStepEnd - startNanoseconds))
+                extra.append(("start-up: MPI start to the first step", startNanoseconds, firstStep.start - startNanoseconds))
             }
             let written = try comm.together { try timeline.write(to: path, communicator: comm, extraEvents: extra) }
             let dropped = timeline.eventsDropped > 0 ? " (the first \(StepTimeline.maxEvents) events of each rank)" : ""

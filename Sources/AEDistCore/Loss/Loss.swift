@@ -25,54 +25,48 @@ public enum Loss {
                                 gradient: UnsafeMutablePointer<Float>?) -> Sums {
         var sums = Sums()
         let perValue = 1 / Float(width)
-        for row in 0..<batch {
-            let z = logits + row * width, y = output + row * width, x = target + row * width
-            let g = gradient.map { $0 + row * width }
-            // Eight running sums per row (blocks of eight values, one lane each) let the loop run as vector adds.
-            var lossLanes = SIMD8<Float>(), squaredLanes = SIMD8<Float>()
-            switch kind {
-            case .bce:
-                // From logits: max(z,0) − z·x + log(1 + e^−|z|) never overflows, and dL/dz = σ(z) − x. The last term
-                // is −log σ(|z|) = −log max(y, 1 − y) with y = σ(z) already computed: no exponential.
-                func value(_ j: Int) -> (loss: Float, squared: Float) {
-                    let diff = y[j] - x[j]
-                    g?[j] = diff * perValue
-                    return (max(z[j], 0) - z[j] * x[j] - FastMath.logHalfToOne(max(y[j], 1 - y[j])), diff * diff)
+        // Per row, in chunks: one elementwise pass writes each value's loss and squared error to scratch (a plain
+        // loop the compiler vectorizes), then eight-lane vector sums add them up. A float reduction written as one
+        // loop would stay scalar, since its additions may not be reordered.
+        let chunk = 64  // 768 bytes of scratch: small enough to live on the stack
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 3 * chunk) { scratch in
+            let lossTerms = scratch.baseAddress!, squaredTerms = lossTerms + chunk, unusedGradient = lossTerms + 2 * chunk
+            for row in 0..<batch {
+                var lossLanes = SIMD8<Float>(), squaredLanes = SIMD8<Float>()
+                for start in stride(from: 0, to: width, by: chunk) {
+                    let base = row * width + start, count = min(chunk, width - start)
+                    let z = logits + base, y = output + base, x = target + base
+                    let g = gradient.map { $0 + base } ?? unusedGradient
+                    switch kind {
+                    case .bce:
+                        // From logits: max(z,0) − z·x + log(1 + e^−|z|) never overflows, and dL/dz = σ(z) − x. The
+                        // last term is −log σ(|z|) = −log max(y, 1 − y), from y = σ(z) already computed.
+                        for j in 0..<count {
+                            let diff = y[j] - x[j]
+                            g[j] = diff * perValue
+                            lossTerms[j] = max(z[j], 0) - z[j] * x[j] - FastMath.logHalfToOne(max(y[j], 1 - y[j]))
+                            squaredTerms[j] = diff * diff
+                        }
+                    case .mse:
+                        for j in 0..<count {
+                            let diff = y[j] - x[j]
+                            g[j] = 2 * diff * perValue * outputActivation.derivative(output: y[j])
+                            squaredTerms[j] = diff * diff
+                        }
+                    }
+                    let padded = (count + 7) / 8 * 8
+                    for j in count..<padded { lossTerms[j] = 0; squaredTerms[j] = 0 }
+                    for j in stride(from: 0, to: padded, by: 8) {
+                        if kind == .bce { lossLanes += UnsafeRawPointer(lossTerms + j).loadUnaligned(as: SIMD8<Float>.self) }
+                        squaredLanes += UnsafeRawPointer(squaredTerms + j).loadUnaligned(as: SIMD8<Float>.self)
+                    }
                 }
-                accumulate(width: width, into: &lossLanes, &squaredLanes, value)
-            case .mse:
-                func value(_ j: Int) -> (loss: Float, squared: Float) {
-                    let diff = y[j] - x[j]
-                    g?[j] = 2 * diff * perValue * outputActivation.derivative(output: y[j])
-                    return (diff * diff, diff * diff)
-                }
-                accumulate(width: width, into: &lossLanes, &squaredLanes, value)
+                let squared = squaredLanes.sum()
+                sums.loss += (kind == .bce ? lossLanes.sum() : squared) / Double(width)
+                sums.squaredError += squared / Double(width)
             }
-            sums.loss += lossLanes.sum() / Double(width)
-            sums.squaredError += squaredLanes.sum() / Double(width)
         }
         return sums
-    }
-
-    /// Adds `value(j)` for j in 0..<width into lane j mod 8 of the two sums; blocks of eight make the lanes constant.
-    @inline(__always)
-    private static func accumulate(width: Int, into loss: inout SIMD8<Float>, _ squared: inout SIMD8<Float>,
-                                   _ value: (Int) -> (loss: Float, squared: Float)) {
-        var j = 0
-        while j + 8 <= width {
-            for lane in 0..<8 {
-                let v = value(j + lane)
-                loss[lane] += v.loss
-                squared[lane] += v.squared
-            }
-            j += 8
-        }
-        while j < width {
-            let v = value(j)
-            loss[0] += v.loss
-            squared[0] += v.squared
-            j += 1
-        }
     }
 }
 

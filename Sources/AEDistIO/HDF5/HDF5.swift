@@ -490,6 +490,20 @@ public final class HDF5Dataset: HDF5Object {
         }
     }
 
+    /// Where the values start in the file, when they can be read there directly: one contiguous block (not chunked,
+    /// no filters, no external storage), already written, of float32 in this machine's byte order. nil otherwise.
+    public var rawFloatOffset: Int? {
+        let plist = H5Dget_create_plist(id)
+        defer { H5Pclose(plist) }
+        guard H5Pget_layout(plist) == H5D_CONTIGUOUS, H5Pget_nfilters(plist) == 0, H5Pget_external_count(plist) == 0 else { return nil }
+        let type = H5Dget_type(id)
+        defer { H5Tclose(type) }
+        guard H5Tequal(type, aedh5_native_float()) > 0 else { return nil }
+        let offset = H5Dget_offset(id)
+        guard offset != haddr_t.max, offset < haddr_t(Int.max) else { return nil }
+        return Int(offset)
+    }
+
     /// Rows `rows` (along the first dimension) as float32, row after row, into `destination`.
     public func readRows(_ rows: Range<Int>, into destination: UnsafeMutablePointer<Float>) throws {
         guard !rows.isEmpty else { return }

@@ -88,8 +88,8 @@ final class BatchPrefetcher {
         rowIndices = [.allocate(capacity: maxRows), .allocate(capacity: maxRows)]
         // Cached rows are a memory gather of a few hundred KB: quicker done by the training thread itself than
         // handed over by another thread, which on a node with a rank per core has to be scheduled first. Reading
-        // the file is what a background thread hides; that needs a thread-safe libhdf5.
-        inBackground = !source.isCached && HDF5File.libraryIsThreadSafe
+        // the file is what a background thread hides; through libhdf5 that needs a thread-safe build.
+        inBackground = !source.isCached && (source.gathersWithoutLibrary || HDF5File.libraryIsThreadSafe)
         guard inBackground else { return }
         free.signal()
         free.signal()

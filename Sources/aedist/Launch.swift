@@ -17,40 +17,59 @@ enum Launch {
         return 0
     }
 
-    /// Debian's OpenBLAS can misdetect recent CPUs and fall back to slow generic kernels. OpenBLAS reads
-    /// OPENBLAS_CORETYPE only when it loads, so when it chose a generic kernel on a CPU that has AVX2 or AVX-512,
-    /// set the variable and re-execute this same process image. A user's own OPENBLAS_CORETYPE always wins.
-    static func selectOptimizedBLASKernels() {
+    /// Settings OpenBLAS reads only when it loads, so they are put in the environment and this same process image
+    /// re-executed (once; a user's own settings always win):
+    /// - Debian's OpenBLAS can misdetect recent CPUs and fall back to slow generic kernels: when it chose a generic
+    ///   kernel on a CPU with AVX2 or AVX-512, OPENBLAS_CORETYPE names the right one.
+    /// - OpenBLAS starts its worker threads as it loads, before main can flush denormals to zero, and a thread keeps
+    ///   the floating-point mode it was created with. Loading with one thread (OPENBLAS_NUM_THREADS=1) and adding
+    ///   workers after the flush (`configureBLASThreads`) gives every BLAS thread FTZ/DAZ; it also spares a rank
+    ///   whose BLAS runs single-threaded an idle worker that spins at start-up on a core another rank needs.
+    static func prepareBLASLibrary() {
         let environment = ProcessInfo.processInfo.environment
-        guard environment["OPENBLAS_CORETYPE"] == nil, environment["AEDIST_BLAS_REEXEC"] == nil else { return }
-        let generic = ["Prescott", "Core2", "Nehalem", "Atom", "Katmai", "Coppermine", "Northwood", "Banias", "Unknown", "generic"]
-        guard generic.contains(where: { BLAS.coreName.caseInsensitiveCompare($0) == .orderedSame }) else { return }
-        guard let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
-              let flagsLine = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return }
-        let flags = Set(flagsLine.split(separator: " ").map(String.init))
-        let core: String
-        if flags.contains("avx512f") && flags.contains("avx512vl") {
-            core = flags.contains("avx512_bf16") ? "Cooperlake" : "SkylakeX"
-        } else if flags.contains("avx2") && flags.contains("fma") {
-            core = "Haswell"
-        } else {
-            return
+        guard environment["AEDIST_BLAS_REEXEC"] == nil else { return }
+        var changed = false
+        if environment["OPENBLAS_NUM_THREADS"] == nil && environment["OMP_NUM_THREADS"] == nil {
+            setenv("OPENBLAS_NUM_THREADS", "1", 1)
+            setenv("AEDIST_BLAS_THREADS_DEFAULT", "1", 1)
+            changed = true
         }
-        setenv("OPENBLAS_CORETYPE", core, 1)
+        if environment["OPENBLAS_CORETYPE"] == nil, let core = optimizedCoreForMisdetectedCPU() {
+            setenv("OPENBLAS_CORETYPE", core, 1)
+            changed = true
+        }
+        guard changed else { return }
         setenv("AEDIST_BLAS_REEXEC", "1", 1)
-        execv("/proc/self/exe", CommandLine.unsafeArgv)
-        // execv returns only on failure; carry on with the slow kernels.
+        // The binary's own path rather than /proc/self/exe, so the process keeps its name ("aedist" in ps and top).
+        let binary = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? "/proc/self/exe"
+        execv(binary, CommandLine.unsafeArgv)
+        // execv returns only on failure; carry on with what OpenBLAS chose.
+    }
+
+    /// The OpenBLAS kernel family for this CPU when OpenBLAS fell back to a generic one, else nil.
+    private static func optimizedCoreForMisdetectedCPU() -> String? {
+        let generic = ["Prescott", "Core2", "Nehalem", "Atom", "Katmai", "Coppermine", "Northwood", "Banias", "Unknown", "generic"]
+        guard generic.contains(where: { BLAS.coreName.caseInsensitiveCompare($0) == .orderedSame }) else { return nil }
+        guard let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+              let flagsLine = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return nil }
+        let flags = Set(flagsLine.split(separator: " ").map(String.init))
+        if flags.contains("avx512f") && flags.contains("avx512vl") { return flags.contains("avx512_bf16") ? "Cooperlake" : "SkylakeX" }
+        if flags.contains("avx2") && flags.contains("fma") { return "Haswell" }
+        return nil
     }
 
     /// One BLAS thread per core this rank has to itself: ranks ≥ cores means one thread each, since
-    /// oversubscribed BLAS threads only fight. OPENBLAS_NUM_THREADS or OMP_NUM_THREADS, when set, win.
+    /// oversubscribed BLAS threads only fight. OPENBLAS_NUM_THREADS or OMP_NUM_THREADS, when the user set them, win.
+    /// Call after `BLAS.flushDenormalsToZero()`: the workers it starts inherit that mode.
     static func configureBLASThreads(ranksOnThisNode: Int, requested: Int?) {
         if let requested {
             BLAS.threads = requested
             return
         }
         let environment = ProcessInfo.processInfo.environment
-        guard environment["OPENBLAS_NUM_THREADS"] == nil, environment["OMP_NUM_THREADS"] == nil else { return }
+        let userSetThreads = environment["AEDIST_BLAS_THREADS_DEFAULT"] == nil
+            && (environment["OPENBLAS_NUM_THREADS"] != nil || environment["OMP_NUM_THREADS"] != nil)
+        guard !userSetThreads else { return }
         BLAS.threads = max(1, ProcessInfo.processInfo.processorCount / max(1, ranksOnThisNode))
     }
 }

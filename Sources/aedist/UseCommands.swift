@@ -30,8 +30,8 @@ func runOnEveryRank(collectiveTimeout: TimeInterval = 600, blasThreads: Int? = n
         throw ExitCode.failure
     }
     Launch.mpiStart = Date()
-    Launch.configureBLASThreads(ranksOnThisNode: world.localSize, requested: blasThreads)
     BLAS.flushDenormalsToZero()
+    Launch.configureBLASThreads(ranksOnThisNode: world.localSize, requested: blasThreads)
     let console = Console(isRoot: world.isRoot)
     let status: Int32
     do {

@@ -16,7 +16,7 @@ struct AEDist: ParsableCommand {
                       EvalCommand.self, PlotCommand.self, GenerateCommand.self])
 }
 
-Launch.selectOptimizedBLASKernels()
+Launch.prepareBLASLibrary()
 Launch.startTime = Date()
 setvbuf(stdout, nil, _IOLBF, 0)
 do {

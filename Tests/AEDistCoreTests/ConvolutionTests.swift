@@ -42,7 +42,9 @@ final class ConvolutionTests: XCTestCase {
 
     /// Direct convolution in float64: out[n, oy, ox, f] = b[f] + Σ w[f, ky, kx, c] · in[n, oy·s − pad + ky, ox·s − pad + kx, c].
     func testConvolutionForwardMatchesADirectConvolution() throws {
-        for spec in ["conv:5x6x2/c3/c2k1", "conv:8x8x2/c3s2/c2k1-u2", "conv:4x4x2/c3v/u2-c2k1"] {
+        // Up to four filters a layer convolves directly, from five on through im2col and a GEMM: both, each way.
+        for spec in ["conv:5x6x2/c3/c2k1", "conv:8x8x2/c3s2/c2k1-u2", "conv:4x4x2/c3v/u2-c2k1",
+                     "conv:5x6x2/c6/c2k1", "conv:8x8x2/c5s2/c2k1-u2", "conv:4x4x2/c7v/u2-c2k1"] {
             let model = Autoencoder(architecture: try architecture(spec, hidden: .linear), maxBatch: 2)
             model.initializeParameters(seed: 4)
             for i in 0..<model.parameters.count { model.parameters[i] += Float(i % 7) * 0.01 }  // non-zero biases too
@@ -74,6 +76,7 @@ final class ConvolutionTests: XCTestCase {
 
     func testEveryGradientOfASmallConvolutionalAutoencoder() throws {
         for (spec, lossKind, output) in [("conv:6x6x2/c3-p2/c3-u2-c2", LossKind.mse, Activation.linear),
+                                         ("conv:6x6x2/c5-p2/c6-u2-c2", LossKind.mse, Activation.linear),
                                          ("conv:4x4x1/c2-p2-f-d3/d8-r2x2x2-u2-c1", LossKind.mse, Activation.linear),
                                      ("conv:8x8x1/c2s2-p2/u2-c2k1-u2-c1", LossKind.bce, Activation.sigmoid)] {
             let architecture = try architecture(spec, hidden: .tanh, output: output)

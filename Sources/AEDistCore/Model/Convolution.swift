@@ -24,7 +24,10 @@ public struct Conv2DLayer: Sendable {
     var positions: Int { outHeight * outWidth }
     /// Samples per im2col chunk: about 4096 rows of columns per GEMM.
     var samplesPerChunk: Int { max(1, 4096 / positions) }
-    var workspaceSize: Int { samplesPerChunk * positions * columns }
+    var workspaceSize: Int { isDirect ? 0 : samplesPerChunk * positions * columns }
+    /// A layer with few filters (an image decoder's last layer, one per colour channel) computes directly: im2col
+    /// would copy k·k·C values per pixel to feed a GEMM only a few columns wide, more memory traffic than arithmetic.
+    var isDirect: Bool { filters <= 4 }
 
     /// Visits every (output position, kernel offset) of samples `first..<first+count`: the im2col row (n, oy, ox),
     /// the column (ky, kx) starts at, and the input pixel's offset (nil where the kernel overhangs the padding).
@@ -79,6 +82,12 @@ public struct Conv2DLayer: Sendable {
     public func forward(input: UnsafePointer<Float>, batch: Int, parameters: UnsafePointer<Float>,
                         preActivation: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>,
                         workspace: UnsafeMutablePointer<Float>) {
+        if isDirect {
+            directForward(input: input, batch: batch, weights: parameters + weightOffset, into: preActivation)
+            applyBiasAndActivation(preActivation: preActivation, output: output, rows: batch * positions, width: filters,
+                                   bias: parameters + biasOffset, activation: spec.activation)
+            return
+        }
         var first = 0
         while first < batch {
             let count = min(samplesPerChunk, batch - first)
@@ -101,6 +110,11 @@ public struct Conv2DLayer: Sendable {
             for f in 0..<filters { biasGradient[f] += g[f] }
         }
         inputGradient?.update(repeating: 0, count: batch * inHeight * inWidth * inChannels)
+        if isDirect {
+            directBackward(input: input, batch: batch, preActivationGradient: dz, weights: parameters + weightOffset,
+                           weightGradient: gradients + weightOffset, inputGradient: inputGradient)
+            return
+        }
         var first = 0
         while first < batch {
             let count = min(samplesPerChunk, batch - first)
@@ -117,6 +131,39 @@ public struct Conv2DLayer: Sendable {
                 col2imAdd(workspace, first: first, count: count, into: inputGradient)
             }
             first += count
+        }
+    }
+
+    /// z[n, pixel, f] = Σ over the receptive field of W[f, ky, kx, c] · x[n, iy, ix, c]: a dot product of the
+    /// k·k·C weights with the input in place, no im2col.
+    private func directForward(input: UnsafePointer<Float>, batch: Int, weights: UnsafePointer<Float>,
+                               into z: UnsafeMutablePointer<Float>) {
+        let channels = inChannels, filters = self.filters
+        z.update(repeating: 0, count: batch * positions * filters)
+        forEachReceptiveField(first: 0, count: batch) { row, column, pixel in
+            guard let pixel else { return }
+            let x = input + pixel, out = z + row * filters
+            for f in 0..<filters { out[f] += dot(weights + f * self.columns + column, x, count: channels) }
+        }
+    }
+
+    /// dW[f, ky, kx, c] += dz · x and dx[n, iy, ix, c] += dz · W[f, ky, kx, c], over every receptive field.
+    private func directBackward(input: UnsafePointer<Float>, batch: Int, preActivationGradient dz: UnsafePointer<Float>,
+                                weights: UnsafePointer<Float>, weightGradient: UnsafeMutablePointer<Float>,
+                                inputGradient: UnsafeMutablePointer<Float>?) {
+        let channels = inChannels, filters = self.filters, columns = self.columns
+        forEachReceptiveField(first: 0, count: batch) { row, column, pixel in
+            guard let pixel else { return }
+            let x = input + pixel
+            for f in 0..<filters {
+                let g = dz[row * filters + f]
+                let dw = weightGradient + f * columns + column
+                for c in 0..<channels { dw[c] += g * x[c] }
+                if let inputGradient {
+                    let w = weights + f * columns + column, dx = inputGradient + pixel
+                    for c in 0..<channels { dx[c] += g * w[c] }
+                }
+            }
         }
     }
 
@@ -223,4 +270,21 @@ public struct UpSample2DLayer: Sendable {
             }
         }
     }
+}
+
+/// Σ a[i]·b[i] in eight vector lanes (a float sum in one running variable would stay scalar).
+@inline(__always)
+func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
+    var lanes = SIMD8<Float>()
+    var i = 0
+    while i + 8 <= count {
+        lanes += UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self) * UnsafeRawPointer(b + i).loadUnaligned(as: SIMD8<Float>.self)
+        i += 8
+    }
+    var sum: Float = lanes.sum()
+    while i < count {
+        sum += a[i] * b[i]
+        i += 1
+    }
+    return sum
 }

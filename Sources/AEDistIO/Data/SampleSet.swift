@@ -21,6 +21,8 @@ public final class SampleSet {
     private let channelsFirst: Bool
     /// Streaming a contiguous float32 dataset: its rows straight from the file (see DirectRead).
     private let directRead: DirectRead?
+    /// Whether gathering rows calls no libhdf5 function (in memory, or read straight from the file).
+    public var gathersWithoutLibrary: Bool { cache != nil || directRead != nil }
     private let gatherScratch: FlatBuffer
     private let readScratch: FlatBuffer
 

@@ -33,8 +33,11 @@ public struct ModelLayer: Sendable {
     public var outputSize: Int { spec.outputSize }
 
     var workspaceSize: Int {
-        if case .conv(let conv) = kernel { return conv.workspaceSize }
-        return 0
+        switch kernel {
+        case .conv(let conv): return conv.workspaceSize
+        case .maxPool(let pool): return pool.workspaceSize
+        default: return 0
+        }
     }
 
     /// Layers without parameters have no pre-activation of their own; theirs is a copy of the output, made only
@@ -71,7 +74,9 @@ public struct ModelLayer: Sendable {
             layer.backward(input: input, batch: batch, preActivationGradient: dz, parameters: parameters, gradients: gradients,
                            inputGradient: inputGradient, workspace: workspace)
         case .maxPool(let layer):
-            if let inputGradient { layer.backward(input: input, output: output, batch: batch, outputGradient: dz, inputGradient: inputGradient) }
+            if let inputGradient {
+                layer.backward(input: input, output: output, batch: batch, outputGradient: dz, inputGradient: inputGradient, workspace: workspace)
+            }
         case .upSample(let layer):
             if let inputGradient { layer.backward(batch: batch, outputGradient: dz, inputGradient: inputGradient) }
         case .reshape:

@@ -134,16 +134,55 @@ public struct Conv2DLayer: Sendable {
         }
     }
 
-    /// z[n, pixel, f] = Σ over the receptive field of W[f, ky, kx, c] · x[n, iy, ix, c]: a dot product of the
-    /// k·k·C weights with the input in place, no im2col.
+    /// Visits each output pixel of samples 0..<batch with its index, then each kernel tap whose input pixel lies
+    /// inside the image: the tap's offset in a filter's weights and the input pixel's offset.
+    @inline(__always)
+    private func forEachPixel(batch: Int, _ pixel: (_ output: Int, _ taps: ((_ weight: Int, _ input: Int) -> Void) -> Void) -> Void) {
+        var output = 0
+        for n in 0..<batch {
+            let sample = n * inHeight * inWidth * inChannels
+            for oy in 0..<outHeight {
+                for ox in 0..<outWidth {
+                    pixel(output) { tap in
+                        for ky in 0..<kernel {
+                            let iy = oy * stride - padTop + ky
+                            guard iy >= 0 && iy < inHeight else { continue }
+                            for kx in 0..<kernel {
+                                let ix = ox * stride - padLeft + kx
+                                guard ix >= 0 && ix < inWidth else { continue }
+                                tap((ky * kernel + kx) * inChannels, sample + (iy * inWidth + ix) * inChannels)
+                            }
+                        }
+                    }
+                    output += 1
+                }
+            }
+        }
+    }
+
+    /// z[n, pixel, f] = Σ over the receptive field of W[f, ky, kx, c] · x[n, iy, ix, c], in eight-lane partial sums
+    /// kept across the whole field: no im2col.
     private func directForward(input: UnsafePointer<Float>, batch: Int, weights: UnsafePointer<Float>,
                                into z: UnsafeMutablePointer<Float>) {
-        let channels = inChannels, filters = self.filters
-        z.update(repeating: 0, count: batch * positions * filters)
-        forEachReceptiveField(first: 0, count: batch) { row, column, pixel in
-            guard let pixel else { return }
-            let x = input + pixel, out = z + row * filters
-            for f in 0..<filters { out[f] += dot(weights + f * self.columns + column, x, count: channels) }
+        let channels = inChannels, filters = self.filters, columns = self.columns
+        forEachPixel(batch: batch) { output, taps in
+            for f in 0..<filters {
+                var lanes = SIMD8<Float>()
+                var rest: Float = 0
+                taps { weight, pixel in
+                    let w = weights + f * columns + weight, x = input + pixel
+                    var c = 0
+                    while c + 8 <= channels {
+                        lanes += UnsafeRawPointer(w + c).loadUnaligned(as: SIMD8<Float>.self) * UnsafeRawPointer(x + c).loadUnaligned(as: SIMD8<Float>.self)
+                        c += 8
+                    }
+                    while c < channels {
+                        rest += w[c] * x[c]
+                        c += 1
+                    }
+                }
+                z[output * filters + f] = lanes.sum() + rest
+            }
         }
     }
 
@@ -152,16 +191,17 @@ public struct Conv2DLayer: Sendable {
                                 weights: UnsafePointer<Float>, weightGradient: UnsafeMutablePointer<Float>,
                                 inputGradient: UnsafeMutablePointer<Float>?) {
         let channels = inChannels, filters = self.filters, columns = self.columns
-        forEachReceptiveField(first: 0, count: batch) { row, column, pixel in
-            guard let pixel else { return }
-            let x = input + pixel
+        forEachPixel(batch: batch) { output, taps in
             for f in 0..<filters {
-                let g = dz[row * filters + f]
-                let dw = weightGradient + f * columns + column
-                for c in 0..<channels { dw[c] += g * x[c] }
-                if let inputGradient {
-                    let w = weights + f * columns + column, dx = inputGradient + pixel
-                    for c in 0..<channels { dx[c] += g * w[c] }
+                let g = dz[output * filters + f]
+                guard g != 0 else { continue }
+                taps { weight, pixel in
+                    let dw = weightGradient + f * columns + weight, x = input + pixel
+                    for c in 0..<channels { dw[c] += g * x[c] }
+                    if let inputGradient {
+                        let w = weights + f * columns + weight, dx = inputGradient + pixel
+                        for c in 0..<channels { dx[c] += g * w[c] }
+                    }
                 }
             }
         }
@@ -206,23 +246,31 @@ public struct MaxPool2DLayer: Sendable {
         }
     }
 
+    /// Floats of workspace the backward pass needs.
+    var workspaceSize: Int { channels }
+
     public func backward(input: UnsafePointer<Float>, output: UnsafePointer<Float>, batch: Int, outputGradient: UnsafePointer<Float>,
-                         inputGradient: UnsafeMutablePointer<Float>) {
+                         inputGradient: UnsafeMutablePointer<Float>, workspace pending: UnsafeMutablePointer<Float>) {
         inputGradient.update(repeating: 0, count: batch * inHeight * inWidth * channels)
+        // Window positions in order, all channels at once: `pending` is 1 for a channel until its first maximum has
+        // taken the gradient, so the loops are plain vector code instead of a search per channel.
+        let channels = self.channels
         for n in 0..<batch {
             let x = input + n * inHeight * inWidth * channels
             let dx = inputGradient + n * inHeight * inWidth * channels
             for oy in 0..<outHeight {
                 for ox in 0..<outWidth {
                     let at = (n * outHeight * outWidth + oy * outWidth + ox) * channels
-                    for c in 0..<channels {
-                        search: for wy in 0..<size {
-                            for wx in 0..<size {
-                                let index = ((oy * size + wy) * inWidth + ox * size + wx) * channels + c
-                                if x[index] == output[at + c] {
-                                    dx[index] += outputGradient[at + c]
-                                    break search
-                                }
+                    let maximum = output + at, gradient = outputGradient + at
+                    for c in 0..<channels { pending[c] = 1 }
+                    for wy in 0..<size {
+                        for wx in 0..<size {
+                            let index = ((oy * size + wy) * inWidth + ox * size + wx) * channels
+                            let source = x + index, target = dx + index
+                            for c in 0..<channels {
+                                let takes: Float = source[c] == maximum[c] ? pending[c] : 0
+                                target[c] += takes * gradient[c]
+                                pending[c] -= takes
                             }
                         }
                     }
@@ -270,21 +318,4 @@ public struct UpSample2DLayer: Sendable {
             }
         }
     }
-}
-
-/// Σ a[i]·b[i] in eight vector lanes (a float sum in one running variable would stay scalar).
-@inline(__always)
-func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
-    var lanes = SIMD8<Float>()
-    var i = 0
-    while i + 8 <= count {
-        lanes += UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self) * UnsafeRawPointer(b + i).loadUnaligned(as: SIMD8<Float>.self)
-        i += 8
-    }
-    var sum: Float = lanes.sum()
-    while i < count {
-        sum += a[i] * b[i]
-        i += 1
-    }
-    return sum
 }

@@ -25,6 +25,13 @@ final class StepTimeline {
     /// At most this many events per rank (24 bytes each) are kept for the timeline.
     static let maxEvents = 2_000_000
 
+    /// This process's peak resident memory so far (getrusage's ru_maxrss).
+    static var peakResidentBytes: Int {
+        var usage = rusage()
+        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+        return usage.ru_maxrss * 1024
+    }
+
     /// Fails now, rather than after training, when the timeline file cannot be written.
     static func checkWritable(_ path: String) throws {
         let probe = path + ".tmp"
@@ -52,13 +59,16 @@ final class StepTimeline {
     private(set) var eventsDropped = 0
     /// Heap allocations on the training thread, when the process runs with the allocation counter preloaded.
     private(set) var allocationsInTimedSteps: UInt64 = 0
+    /// Of those, the ones made inside the all-reduce phase (that is, by the MPI library).
+    private(set) var allocationsInAllReduce: UInt64 = 0
     private var allocationsAtStepStart: UInt64 = 0
+    private var allocationsAtLastMark: UInt64 = 0
+    private let countsAllocations = HeapAllocations.counting
 
     /// - Parameter eventCapacity: events to keep for the timeline (0: no timeline).
     init(eventCapacity: Int) {
         events = .allocate(capacity: max(eventCapacity, 1))
         if eventCapacity == 0 { eventsDropped = -1 }
-        _ = HeapAllocations.counting  // looks the counter up now (dlsym allocates), not inside a timed step
     }
 
     deinit { events.deallocate() }
@@ -78,13 +88,21 @@ final class StepTimeline {
     func startStep(timed: Bool) {
         counting = timed
         last = StepTimeline.now()
-        if timed { allocationsAtStepStart = HeapAllocations.onThisThread }
+        if timed && countsAllocations {
+            allocationsAtStepStart = HeapAllocations.onThisThread
+            allocationsAtLastMark = allocationsAtStepStart
+        }
     }
 
     /// Closes the interval since the last mark as `phase`.
     @inline(__always)
     func mark(_ phase: Phase, step: Int) {
         let time = StepTimeline.now()
+        if counting && countsAllocations {
+            let allocations = HeapAllocations.onThisThread
+            if phase == .allReduce { allocationsInAllReduce &+= allocations &- allocationsAtLastMark }
+            allocationsAtLastMark = allocations
+        }
         if counting || phase.rawValue >= Phase.validation.rawValue { totals[phase.rawValue] += Double(time - last) * 1e-9 }
         if recordsEvents {
             if eventCount < events.count {
@@ -102,7 +120,7 @@ final class StepTimeline {
     func endStep() {
         guard counting else { return }
         stepsTimed += 1
-        allocationsInTimedSteps &+= HeapAllocations.onThisThread &- allocationsAtStepStart
+        if countsAllocations { allocationsInTimedSteps &+= HeapAllocations.onThisThread &- allocationsAtStepStart }
     }
 
     /// Restarts the clock without recording (after work that belongs to no phase).

@@ -639,11 +639,16 @@ public final class Trainer {
             console.line(String(format: "time to first step: %.3f s from MPI's start to the first step, %.3f s to its end (slowest rank)",
                                 seconds[0], seconds[1]))
         }
+        var peakResident = [Double(StepTimeline.peakResidentBytes)]
+        try comm.allReduceMax(&peakResident)
+        console.line(String(format: "peak memory: %.0f MB resident on the largest rank", peakResident[0] / 1e6))
         if HeapAllocations.counting {
-            var perStep = [Double(timeline.allocationsInTimedSteps) / Double(max(timeline.stepsTimed, 1))]
+            let steps = Double(max(timeline.stepsTimed, 1))
+            var perStep = [Double(timeline.allocationsInTimedSteps) / steps,
+                           Double(timeline.allocationsInTimedSteps - timeline.allocationsInAllReduce) / steps]
             try comm.allReduceMax(&perStep)
-            console.line(String(format: "heap allocations per step on the training thread: %.2f (most on any rank, %d timed steps)",
-                                perStep[0], report.steps))
+            console.line(String(format: "heap allocations per step on the training thread: %.2f, of which outside the MPI all-reduce: %.2f (most on any rank, %d timed steps)",
+                                perStep[0], perStep[1], report.steps))
         }
         if let path = session.timelinePath {
             var extra: [(name: String, start: Int64, duration: Int64)] = []

@@ -25,7 +25,7 @@ def aedist(binary, model, ranks, epochs, data, options=None, timeline=False):
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_rmaps_base_oversubscribe="1")
     # The heap counter (LD_PRELOAD) makes aedist report the training thread's allocations per step.
     counter = os.path.join(os.path.dirname(binary), "libAEDistHeapCounter.so")
-    command = ["mpirun", "-n", str(ranks), "-x", f"LD_PRELOAD={counter}", "/usr/bin/time", "-f", "peak_rss_kb %M", binary, "train",
+    command = ["mpirun", "-n", str(ranks), "-x", f"LD_PRELOAD={counter}", binary, "train",
                "--epochs", str(epochs), "--blas-threads", "1", "--drift-check-every", "0", "--checkpoint-dir", folder]
     command += options if options is not None else MODELS[model][0]
     if timeline:
@@ -37,9 +37,8 @@ def aedist(binary, model, ranks, epochs, data, options=None, timeline=False):
     rows = [line.split(",") for line in open(os.path.join(folder, "metrics.csv")).read().split("\n")[1:] if line]
     rates = [float(row[6]) for row in rows]
     steady = sorted(rates[1:] or rates)
-    rss = [int(line.split()[1]) / 1024 for line in run.stderr.splitlines() if line.startswith("peak_rss_kb")]
     result = {"samples_per_sec": rates, "median_samples_per_sec": steady[len(steady) // 2], "val_loss": float(rows[-1][4]),
-              "peak_rss_mb": max(rss) if rss else None, "wall_s": time.perf_counter() - started}
+              "wall_s": time.perf_counter() - started}
     for line in run.stdout.splitlines():
         if line.startswith("step time "):  # "step time 0.970 ms (mean of …): data wait 4.4%, forward 32.1%, …"
             result["step_ms"] = float(line.split()[2])
@@ -48,8 +47,11 @@ def aedist(binary, model, ranks, epochs, data, options=None, timeline=False):
         elif line.startswith("time to first step: "):  # "…: 0.048 s from MPI's start to the first step, 0.31 s to its end …"
             result["first_step_after_mpi_init_s"] = float(line.split()[4])
             result["first_step_done_after_mpi_init_s"] = float(line.split(", ")[1].split()[0])
+        elif line.startswith("peak memory: "):  # "peak memory: 74 MB resident on the largest rank" (getrusage)
+            result["peak_rss_mb"] = float(line.split()[2]) * 1e6 / 2**20
         elif line.startswith("heap allocations per step"):
-            result["heap_allocations_per_step"] = float(line.split(": ")[1].split()[0])
+            result["heap_allocations_per_step"] = float(line.split(": ")[1].split(",")[0])
+            result["heap_allocations_per_step_outside_mpi"] = float(line.split(": ")[2].split()[0])
     return result
 
 
@@ -153,7 +155,8 @@ def main():
                                 "step_breakdown_percent": a[0].get("step_breakdown_percent"),
                                 "first_step_after_mpi_init_s": max(r["first_step_after_mpi_init_s"] for r in a),
                                 "first_step_done_after_mpi_init_s": max(r["first_step_done_after_mpi_init_s"] for r in a),
-                                "heap_allocations_per_step": max(r["heap_allocations_per_step"] for r in a)},
+                                "heap_allocations_per_step": max(r["heap_allocations_per_step"] for r in a),
+                                "heap_allocations_per_step_outside_mpi": max(r["heap_allocations_per_step_outside_mpi"] for r in a)},
                      "pytorch": {"median_samples_per_sec": statistics.median(r["median_samples_per_sec"] for r in p),
                                  "val_loss": p[-1]["val_loss"], "peak_rss_mb": p[-1]["peak_rss_mb"], "version": p[-1]["torch"],
                                  "first_step_s": p[-1]["first_step_s"]},
@@ -172,7 +175,8 @@ def main():
             print(f"          step {entry['aedist']['step_ms']:.3f} ms: " + ", ".join(f"{k} {v:.1f}%" for k, v in breakdown.items())
                   + f"; first step starts {entry['aedist']['first_step_after_mpi_init_s']:.3f} s after MPI init "
                   f"(done {entry['aedist']['first_step_done_after_mpi_init_s']:.3f} s); "
-                  f"heap allocations/step {entry['aedist']['heap_allocations_per_step']:.2f}", flush=True)
+                  f"heap allocations/step {entry['aedist']['heap_allocations_per_step']:.2f} "
+                  f"({entry['aedist']['heap_allocations_per_step_outside_mpi']:.2f} outside MPI_Allreduce)", flush=True)
     for model in MODELS:
         one, two = [r for r in results["runs"] if r["model"] == model]
         for name in ("aedist", "pytorch"):

@@ -130,9 +130,15 @@ final class BatchPrefetcher {
     /// Gathers this rank's rows of global batch `step`, in ascending row order: the order within a slice does not
     /// change the summed gradient's meaning, and ascending rows make one HDF5 read of few hyperslabs.
     private func fill(slot: Int, order: UnsafeMutableBufferPointer<Int32>, step: Int) throws -> Int {
-        let batch = schedule.globalBatch(step: step)
-        let mine = microBatch.map { BatchSchedule.slice(of: batch, rank: rank, size: size, microBatch: $0) }
-            ?? BatchSchedule.slice(of: batch, rank: rank, size: size)
+        let mine = slice(step: step)
+        if source.canAnnounceReads {
+            // Streaming from disk: tell the kernel which rows come a few steps from now, so their reads are in
+            // flight together (a disk serves many requests at once far faster than one after another).
+            let ahead = step + Self.readAheadSteps
+            if ahead < schedule.stepsPerEpoch {
+                for position in slice(step: ahead) { source.announceRead(row: Int(order[position])) }
+            }
+        }
         let indices = UnsafeMutableBufferPointer(rebasing: rowIndices[slot][0..<mine.count])
         for (target, position) in mine.enumerated() { indices[target] = order[position] }
         let sortedRun = microBatch ?? max(mine.count, 1)
@@ -142,6 +148,16 @@ final class BatchPrefetcher {
             try source.gather(rows: UnsafeBufferPointer(run), into: slots[slot].pointer + start * source.rowWidth)
         }
         return mine.count
+    }
+
+    /// How far ahead of the batch being read the prefetcher announces rows to the kernel.
+    static let readAheadSteps = 8
+
+    /// This rank's positions in the epoch's order for global batch `step`.
+    private func slice(step: Int) -> Range<Int> {
+        let batch = schedule.globalBatch(step: step)
+        return microBatch.map { BatchSchedule.slice(of: batch, rank: rank, size: size, microBatch: $0) }
+            ?? BatchSchedule.slice(of: batch, rank: rank, size: size)
     }
 
     /// The next batch; the one returned before is given back to the reader.

@@ -32,6 +32,14 @@ final class StepTimeline {
         return usage.ru_maxrss * 1024
     }
 
+    /// Resident memory of this process that is its own (anonymous), not pages of files it maps: /proc's RssAnon.
+    static var residentPrivateBytes: Int {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("RssAnon:") }),
+              let kilobytes = Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") else { return 0 }
+        return kilobytes * 1024
+    }
+
     /// Fails now, rather than after training, when the timeline file cannot be written.
     static func checkWritable(_ path: String) throws {
         let probe = path + ".tmp"

@@ -639,9 +639,10 @@ public final class Trainer {
             console.line(String(format: "time to first step: %.3f s from MPI's start to the first step, %.3f s to its end (slowest rank)",
                                 seconds[0], seconds[1]))
         }
-        var peakResident = [Double(StepTimeline.peakResidentBytes)]
-        try comm.allReduceMax(&peakResident)
-        console.line(String(format: "peak memory: %.0f MB resident on the largest rank", peakResident[0] / 1e6))
+        var memory = [Double(StepTimeline.peakResidentBytes), Double(StepTimeline.residentPrivateBytes)]
+        try comm.allReduceMax(&memory)
+        console.line(String(format: "peak memory: %.0f MB resident on the largest rank, %.0f MB of it private (the rest: files mapped read-only, such as a streamed data set's pages, which the kernel shares and reclaims)",
+                            memory[0] / 1e6, memory[1] / 1e6))
         if HeapAllocations.counting {
             let steps = Double(max(timeline.stepsTimed, 1))
             var perStep = [Double(timeline.allocationsInTimedSteps) / steps,

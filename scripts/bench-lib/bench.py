@@ -20,7 +20,7 @@ MODELS = {  # aedist options, PyTorch name, FLOPs per sample (forward + backward
 }
 
 
-def aedist(binary, model, ranks, epochs, data, options=None, timeline=False):
+def aedist(binary, model, ranks, epochs, data, options=None, timeline=False, cgroup=None):
     folder = tempfile.mkdtemp(prefix="aedist-bench-")
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_rmaps_base_oversubscribe="1")
     # The heap counter (LD_PRELOAD) makes aedist report the training thread's allocations per step.
@@ -30,6 +30,8 @@ def aedist(binary, model, ranks, epochs, data, options=None, timeline=False):
     command += options if options is not None else MODELS[model][0]
     if timeline:
         command += ["--timeline", os.path.join(ROOT, f"bench-timeline-{model}-n{ranks}.json")]
+    if cgroup:  # run inside a memory-limited control group
+        command = ["bash", "-c", f'echo $$ > {cgroup}/cgroup.procs && exec "$@"', "bash"] + command
     started = time.perf_counter()
     run = subprocess.run(command, env=env, capture_output=True, text=True)
     if run.returncode != 0:
@@ -49,6 +51,7 @@ def aedist(binary, model, ranks, epochs, data, options=None, timeline=False):
             result["first_step_done_after_mpi_init_s"] = float(line.split(", ")[1].split()[0])
         elif line.startswith("peak memory: "):  # "peak memory: 74 MB resident on the largest rank" (getrusage)
             result["peak_rss_mb"] = float(line.split()[2]) * 1e6 / 2**20
+            result["private_mb"] = float(line.split(", ")[1].split()[0]) * 1e6 / 2**20
         elif line.startswith("heap allocations per step"):
             result["heap_allocations_per_step"] = float(line.split(": ")[1].split(",")[0])
             result["heap_allocations_per_step_outside_mpi"] = float(line.split(": ")[2].split()[0])
@@ -121,11 +124,28 @@ with h5py.File({repr(path + '.tmp')}, "w") as f:
     for name, cache in (("streamed", "never"), ("in_memory", "always")):
         run = aedist(binary, "dense", 2, 2, path, options=["--data", path, "--cache", cache] + MODELS["dense"][0])
         result[name] = {"median_samples_per_sec": run["median_samples_per_sec"], "peak_rss_mb": run["peak_rss_mb"],
+                        "private_mb": run["private_mb"],
                         "step_breakdown_percent": run.get("step_breakdown_percent")}
     result["streamed_over_in_memory"] = result["streamed"]["median_samples_per_sec"] / result["in_memory"]["median_samples_per_sec"]
-    print(f"stream  -n 2: {size:.1f} GB file, dense model: streamed {result['streamed']['median_samples_per_sec']:9.0f} samples/s "
-          f"({result['streamed']['peak_rss_mb']:5.0f} MB/rank), in memory {result['in_memory']['median_samples_per_sec']:9.0f} samples/s "
-          f"({result['in_memory']['peak_rss_mb']:5.0f} MB/rank): {result['streamed_over_in_memory']:.2f}×", flush=True)
+    # Larger than memory for real: the page cache emptied, then a memory control group of 1 GiB around the job, so
+    # the file's pages must come from disk and be evicted again (needs root and cgroup v1's memory controller).
+    cgroup = "/sys/fs/cgroup/memory/aedist-bench"
+    try:
+        os.makedirs(cgroup, exist_ok=True)
+        open(f"{cgroup}/memory.limit_in_bytes", "w").write(str(2**30))
+        subprocess.run(["sync"], check=True)
+        open("/proc/sys/vm/drop_caches", "w").write("3")
+    except OSError as error:
+        result["memory_limited"] = f"skipped: {error}"
+    else:
+        run = aedist(binary, "dense", 2, 1, path, options=["--data", path, "--cache", "never"] + MODELS["dense"][0], cgroup=cgroup)
+        result["memory_limited"] = {"memory_limit_gib": 1, "samples_per_sec": run["samples_per_sec"][0],
+                                    "step_breakdown_percent": run.get("step_breakdown_percent")}
+        print(f"stream  -n 2: the same file from a cold disk in a 1 GiB memory limit: {run['samples_per_sec'][0]:9.0f} samples/s "
+              f"(data wait {run.get('step_breakdown_percent', {}).get('data wait', 0):.0f}% of the step)", flush=True)
+    print(f"stream  -n 2: {size:.1f} GB file (page cache warm), dense model: streamed {result['streamed']['median_samples_per_sec']:9.0f} samples/s "
+          f"({result['streamed']['private_mb']:5.0f} MB private/rank), in memory {result['in_memory']['median_samples_per_sec']:9.0f} samples/s "
+          f"({result['in_memory']['private_mb']:5.0f} MB private/rank): {result['streamed_over_in_memory']:.2f}×", flush=True)
     return result
 
 

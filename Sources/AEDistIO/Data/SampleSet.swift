@@ -21,6 +21,14 @@ public final class SampleSet {
     private let channelsFirst: Bool
     /// Streaming a contiguous float32 dataset: its rows straight from the file (see DirectRead).
     private let directRead: DirectRead?
+    /// Whether `announceRead` does anything: rows read straight from the file (not in memory, not through libhdf5).
+    public var canAnnounceReads: Bool { directRead != nil }
+
+    /// Asks the kernel to start reading a row that will be gathered soon (for rows read straight from the file).
+    public func announceRead(row: Int) {
+        directRead?.announce(byteOffset: (firstRow + row) * rowWidth * MemoryLayout<Float>.size, count: rowWidth * MemoryLayout<Float>.size)
+    }
+
     /// Whether gathering rows calls no libhdf5 function (in memory, or read straight from the file).
     public var gathersWithoutLibrary: Bool { cache != nil || directRead != nil }
     private let gatherScratch: FlatBuffer
@@ -187,7 +195,7 @@ final class DirectRead {
         guard fstat(descriptor, &status) == 0, Int(status.st_size) >= offset + byteCount else {
             throw HDF5Error("\(path): the file is shorter than its dataset (truncated?)")
         }
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let page = DirectRead.pageSize
         let start = offset / page * page
         mappedBytes = offset + byteCount - start
         guard let mapping = mmap(nil, mappedBytes, PROT_READ, MAP_SHARED, descriptor, off_t(start)), mapping != MAP_FAILED else {
@@ -200,6 +208,16 @@ final class DirectRead {
     }
 
     deinit { munmap(mapping, mappedBytes) }
+
+    /// Starts the reads of `count` bytes at `byteOffset` into the dataset without waiting for them.
+    func announce(byteOffset: Int, count: Int) {
+        let start = UnsafeRawPointer(values) + byteOffset
+        let pageStart = UInt(bitPattern: start) & ~UInt(DirectRead.pageSize - 1)
+        let length = Int(UInt(bitPattern: start) - pageStart) + count
+        madvise(UnsafeMutableRawPointer(bitPattern: pageStart), length, MADV_WILLNEED)
+    }
+
+    static let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
 
     /// Rows `rows` (ascending positions after `firstRow`), in that order, into `destination`.
     func read(rows: UnsafeBufferPointer<Int32>, firstRow: Int, rowBytes: Int, into destination: UnsafeMutablePointer<Float>) {

@@ -131,9 +131,10 @@ final class BatchPrefetcher {
     /// change the summed gradient's meaning, and ascending rows make one HDF5 read of few hyperslabs.
     private func fill(slot: Int, order: UnsafeMutableBufferPointer<Int32>, step: Int) throws -> Int {
         let mine = slice(step: step)
-        if source.canAnnounceReads {
+        if source.canAnnounceReads && readsHitDisk() {
             // Streaming from disk: tell the kernel which rows come a few steps from now, so their reads are in
-            // flight together (a disk serves many requests at once far faster than one after another).
+            // flight together (a disk serves many requests at once far faster than one after another). Only
+            // while reads miss the page cache: for a file already in memory the hints would cost a system call a row.
             let ahead = step + Self.readAheadSteps
             if ahead < schedule.stepsPerEpoch {
                 for position in slice(step: ahead) { source.announceRead(row: Int(order[position])) }
@@ -152,6 +153,16 @@ final class BatchPrefetcher {
 
     /// How far ahead of the batch being read the prefetcher announces rows to the kernel.
     static let readAheadSteps = 8
+    private var majorFaultsSeen = -1
+
+    /// Whether this thread waited for the disk (a major page fault) since the last call: the file's pages are not
+    /// all in memory.
+    private func readsHitDisk() -> Bool {
+        var usage = rusage()
+        getrusage(__rusage_who_t(1), &usage)  // RUSAGE_THREAD
+        defer { majorFaultsSeen = usage.ru_majflt }
+        return usage.ru_majflt != majorFaultsSeen
+    }
 
     /// This rank's positions in the epoch's order for global batch `step`.
     private func slice(step: Int) -> Range<Int> {

@@ -154,14 +154,19 @@ final class BatchPrefetcher {
     /// How far ahead of the batch being read the prefetcher announces rows to the kernel.
     static let readAheadSteps = 8
     private var majorFaultsSeen = -1
+    private var batchesRead = 0
+    private var announcingUntilBatch = 0
 
-    /// Whether this thread waited for the disk (a major page fault) since the last call: the file's pages are not
-    /// all in memory.
+    /// Whether this thread waited for the disk (a major page fault) in the last 64 batches: the file's pages are not
+    /// all in memory. (A window, not the last batch alone: a batch whose rows were announced in time does not fault,
+    /// and the announcements must go on for that.)
     private func readsHitDisk() -> Bool {
         var usage = rusage()
         getrusage(__rusage_who_t(1), &usage)  // RUSAGE_THREAD
-        defer { majorFaultsSeen = usage.ru_majflt }
-        return usage.ru_majflt != majorFaultsSeen
+        batchesRead += 1
+        if usage.ru_majflt != majorFaultsSeen { announcingUntilBatch = batchesRead + 64 }
+        majorFaultsSeen = usage.ru_majflt
+        return batchesRead < announcingUntilBatch
     }
 
     /// This rank's positions in the epoch's order for global batch `step`.

@@ -79,14 +79,17 @@ def gemm_shapes(model, rows):
     return shapes
 
 
-def sgemm_yardstick(sgemm_rate, model, rows, processes=1):
+def sgemm_yardstick(sgemm_rate, model, rows, processes=1, sustained=False):
     """The machine's own single-core sgemm rate (GFLOP/s) over exactly this step's GEMM shapes: total FLOPs over
-    the sum of each shape's time at its measured rate. With processes=2, two copies run at once, one per core, and
-    the rate is their mean: what each core sustains while the other works too."""
+    the sum of each shape's time at its measured rate (best of several trials). `sustained`: each shape for 0.3 s
+    and the mean rate instead. With processes=2, two sustained copies run at once, one per core, and the rate is
+    their mean: what each core does while the other works too."""
     shapes = gemm_shapes(model, rows)
     arguments = [str(v) for shape in shapes for v in shape[:5]]
-    runs = [subprocess.Popen([sgemm_rate] + arguments, stdout=subprocess.PIPE, text=True, env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
-            for _ in range(processes)]
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+    if sustained or processes > 1:
+        env["SGEMM_SECONDS"] = "0.3"
+    runs = [subprocess.Popen([sgemm_rate] + arguments, stdout=subprocess.PIPE, text=True, env=env) for _ in range(processes)]
     flops = [2.0 * m * n * k * calls for (_, _, m, n, k, calls) in shapes]
     yardsticks = []
     for run in runs:
@@ -207,9 +210,10 @@ def main():
         for name in ("aedist", "pytorch"):
             scaling = two[name]["median_samples_per_sec"] / one[name]["median_samples_per_sec"]
             results.setdefault("scaling_2_ranks", {}).setdefault(model, {})[name] = scaling
-        # The machine's own limit: two single-core sgemm runs at once (each at the per-rank shapes) against one alone
-        # at the one-rank shapes.
-        machine = 2 * two["sgemm_gflops_same_shapes_per_core"] / one["sgemm_gflops_same_shapes_per_core"]
+        # The machine's own limit: two single-core sgemm runs at once, sustained (each at the per-rank shapes),
+        # against one alone at the one-rank shapes.
+        alone, _ = sgemm_yardstick(sgemm_rate, model, {"dense": 256, "deep": 64, "conv": 256}[model], sustained=True)
+        machine = 2 * two["sgemm_gflops_same_shapes_per_core"] / alone
         results["scaling_2_ranks"][model]["sgemm_two_cores"] = machine
         print(f"{model:6} scaling 1 → 2 ranks: aedist {results['scaling_2_ranks'][model]['aedist']:.2f}×, "
               f"PyTorch DDP (gloo) {results['scaling_2_ranks'][model]['pytorch']:.2f}×; "

@@ -1,7 +1,9 @@
 /* The machine's own sgemm rate, through the same OpenBLAS aedist links, for given shapes: the yardstick the
  * benchmark divides aedist's achieved GFLOP/s by. One thread; denormals flushed as aedist does.
  * Usage: sgemm_rate TA TB M N K [TA TB M N K ...]   (TA/TB: 0 or 1, row-major as aedist calls it)
- * Prints one line per shape: "TA TB M N K GFLOPS", then "total GFLOPS" for all shapes run back to back. */
+ * Prints one line per shape: "TA TB M N K GFLOPS", then "total GFLOPS" for all shapes run back to back.
+ * By default each shape's rate is the best of 7 short trials (the machine undisturbed). With SGEMM_SECONDS=S it is
+ * the mean over S seconds of repeated calls instead: the sustained rate, for two copies run at once. */
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,7 +32,19 @@ int main(int argc, char **argv) {
         int lda = ta ? m : k, ldb = tb ? k : n;
         double flops = 2.0 * m * n * k, best = 1e30;
         int reps = (int)(2e8 / flops) + 1;
-        for (int trial = 0; trial < 7; trial++) {
+        const char *sustained = getenv("SGEMM_SECONDS");
+        if (sustained) {
+            double limit = atof(sustained), start = now(), elapsed = 0;
+            long calls = 0;
+            while (elapsed < limit) {
+                cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k,
+                            1.0f, a, lda, b, ldb, 0.0f, c, n);
+                calls++;
+                elapsed = now() - start;
+            }
+            best = elapsed / calls;
+        }
+        for (int trial = 0; trial < (sustained ? 0 : 7); trial++) {
             double start = now();
             for (int r = 0; r < reps; r++)
                 cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k,

@@ -128,11 +128,15 @@ with h5py.File({repr(path + '.tmp')}, "w") as f:
         os.rename(path + ".tmp", path)
     size = os.path.getsize(path) / 1e9
     result = {"file_gb": size, "rows": rows}
-    for name, cache in (("streamed", "never"), ("in_memory", "always")):
-        run = aedist(binary, "dense", 2, 2, path, options=["--data", path, "--cache", cache] + MODELS["dense"][0])
-        result[name] = {"median_samples_per_sec": run["median_samples_per_sec"], "peak_rss_mb": run["peak_rss_mb"],
-                        "private_mb": run["private_mb"],
-                        "step_breakdown_percent": run.get("step_breakdown_percent")}
+    runs = {"streamed": [], "in_memory": []}
+    for _ in range(int(os.environ.get("BENCH_ROUNDS", "2"))):  # alternating, as for the models
+        for name, cache in (("streamed", "never"), ("in_memory", "always")):
+            runs[name].append(aedist(binary, "dense", 2, 2, path, options=["--data", path, "--cache", cache] + MODELS["dense"][0]))
+    for name, rounds in runs.items():
+        result[name] = {"median_samples_per_sec": statistics.median(r["median_samples_per_sec"] for r in rounds),
+                        "rounds_samples_per_sec": [r["median_samples_per_sec"] for r in rounds],
+                        "peak_rss_mb": rounds[-1]["peak_rss_mb"], "private_mb": rounds[-1]["private_mb"],
+                        "step_breakdown_percent": rounds[-1].get("step_breakdown_percent")}
     result["streamed_over_in_memory"] = result["streamed"]["median_samples_per_sec"] / result["in_memory"]["median_samples_per_sec"]
     # Larger than memory for real: the page cache emptied, then a memory control group of 1 GiB around the job, so
     # the file's pages must come from disk and be evicted again (needs root and cgroup v1's memory controller).
@@ -167,7 +171,8 @@ def main():
                "blas": subprocess.run([sgemm_rate], capture_output=True, text=True).stdout.split("core ")[-1].strip(), "runs": []}
     print(f"{results['date']}, {cpu}, {results['cores']} cores, 1 BLAS/PyTorch thread per process, OpenBLAS {results['blas']} kernels; "
           f"{rounds} alternating rounds per configuration", flush=True)
-    for model in MODELS:
+    models = [m for m in os.environ.get("BENCH_MODELS", ",".join(MODELS)).split(",") if m]
+    for model in models:
         for ranks in (1, 2):
             a, p = [], []
             for round_ in range(rounds):  # alternate, so both see the same machine state
@@ -205,7 +210,7 @@ def main():
                   f"(done {entry['aedist']['first_step_done_after_mpi_init_s']:.3f} s); "
                   f"heap allocations/step {entry['aedist']['heap_allocations_per_step']:.2f} "
                   f"({entry['aedist']['heap_allocations_per_step_outside_mpi']:.2f} outside MPI_Allreduce)", flush=True)
-    for model in MODELS:
+    for model in models:
         one, two = [r for r in results["runs"] if r["model"] == model]
         for name in ("aedist", "pytorch"):
             scaling = two[name]["median_samples_per_sec"] / one[name]["median_samples_per_sec"]

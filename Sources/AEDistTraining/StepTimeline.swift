@@ -82,6 +82,7 @@ final class StepTimeline {
     deinit { events.deallocate() }
 
     var recordsEvents: Bool { eventsDropped >= 0 }
+    var eventCapacity: Int { events.count }
 
     /// Wall-clock nanoseconds: comparable between ranks on one node (and across nodes as far as their clocks agree).
     @inline(__always)

@@ -326,8 +326,12 @@ public final class Trainer {
         var epochRates: [Double] = []
         let firstEpoch = progress.epochsCompleted
         let plannedSteps = (epochs - firstEpoch) * schedule.stepsPerEpoch
+        // Per step: a data wait and, per micro-batch, a forward and a backward for each accumulated batch; then
+        // all-reduce, optimizer and other. Per epoch: validation and checkpoint.
+        let microBatches = exactSum == nil ? 1 : (maxRowsPerRank + config.schedule.microBatch - 1) / config.schedule.microBatch
+        let eventsPerStep = config.schedule.accumulation * (1 + 2 * microBatches) + 3
         timeline = StepTimeline(eventCapacity: session.timelinePath == nil ? 0
-            : min(plannedSteps * (3 * config.schedule.accumulation + 3) + 2 * epochs + 16, StepTimeline.maxEvents))
+            : min(plannedSteps * eventsPerStep + 2 * epochs + 16, StepTimeline.maxEvents))
         if let path = session.timelinePath {
             try comm.together { if comm.isRoot { try StepTimeline.checkWritable(path) } }
         }
@@ -658,7 +662,7 @@ public final class Trainer {
                 extra.append(("start-up: MPI start to the first step", startNanoseconds, firstStep.start - startNanoseconds))
             }
             let written = try comm.together { try timeline.write(to: path, communicator: comm, extraEvents: extra) }
-            let dropped = timeline.eventsDropped > 0 ? " (the first \(StepTimeline.maxEvents) events of each rank)" : ""
+            let dropped = timeline.eventsDropped > 0 ? " (the first \(timeline.eventCapacity) events of each rank)" : ""
             console.line("timeline: \(written) events of \(comm.size) rank\(comm.size == 1 ? "" : "s") in \(path)\(dropped); open it in ui.perfetto.dev or chrome://tracing")
         }
     }

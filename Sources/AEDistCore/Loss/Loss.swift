@@ -61,8 +61,8 @@ public enum Loss {
                         squaredLanes += UnsafeRawPointer(squaredTerms + j).loadUnaligned(as: SIMD8<Float>.self)
                     }
                 }
-                let squared = squaredLanes.sum()
-                sums.loss += (kind == .bce ? lossLanes.sum() : squared) / Double(width)
+                let squared = squaredLanes.doubleSum()
+                sums.loss += (kind == .bce ? lossLanes.doubleSum() : squared) / Double(width)
                 sums.squaredError += squared / Double(width)
             }
         }
@@ -71,8 +71,8 @@ public enum Loss {
 }
 
 extension SIMD8<Float> {
-    /// The lanes' sum in double precision, in a fixed order.
-    func sum() -> Double {
+    /// The lanes' sum in double precision, in a fixed order (the standard library's `sum()` stays in float).
+    func doubleSum() -> Double {
         var total = 0.0
         for i in 0..<8 { total += Double(self[i]) }
         return total

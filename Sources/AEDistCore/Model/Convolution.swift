@@ -29,23 +29,26 @@ public struct Conv2DLayer: Sendable {
     /// would copy k·k·C values per pixel to feed a GEMM only a few columns wide, more memory traffic than arithmetic.
     var isDirect: Bool { filters <= 4 }
 
-    /// Visits every (output position, kernel offset) of samples `first..<first+count`: the im2col row (n, oy, ox),
-    /// the column (ky, kx) starts at, and the input pixel's offset (nil where the kernel overhangs the padding).
+    /// Visits each output pixel of samples `first..<first+count` with its row index (n, oy, ox) from 0, and hands
+    /// it a way to visit the pixel's kernel taps: each tap's column, where (ky, kx) starts in an im2col row and in a
+    /// filter's weights, and the input pixel's offset (nil where the kernel overhangs the padding). One traversal for
+    /// im2col, col2im and the direct kernels, which keep per-pixel sums across the taps.
     @inline(__always)
-    private func forEachReceptiveField(first: Int, count: Int, _ visit: (_ row: Int, _ column: Int, _ pixel: Int?) -> Void) {
+    private func forEachPixel(first: Int, count: Int,
+                              _ visit: (_ row: Int, _ taps: ((_ column: Int, _ pixel: Int?) -> Void) -> Void) -> Void) {
         var row = 0
         for n in first..<(first + count) {
             let sample = n * inHeight * inWidth * inChannels
             for oy in 0..<outHeight {
                 for ox in 0..<outWidth {
-                    var column = 0
-                    for ky in 0..<kernel {
-                        let iy = oy * stride - padTop + ky
-                        for kx in 0..<kernel {
-                            let ix = ox * stride - padLeft + kx
-                            let inside = iy >= 0 && iy < inHeight && ix >= 0 && ix < inWidth
-                            visit(row, column, inside ? sample + (iy * inWidth + ix) * inChannels : nil)
-                            column += inChannels
+                    visit(row) { tap in
+                        for ky in 0..<kernel {
+                            let iy = oy * stride - padTop + ky
+                            for kx in 0..<kernel {
+                                let ix = ox * stride - padLeft + kx
+                                let inside = iy >= 0 && iy < inHeight && ix >= 0 && ix < inWidth
+                                tap((ky * kernel + kx) * inChannels, inside ? sample + (iy * inWidth + ix) * inChannels : nil)
+                            }
                         }
                     }
                     row += 1
@@ -57,14 +60,16 @@ public struct Conv2DLayer: Sendable {
     /// Rows of receptive fields for samples `first..<first+count`: row (n, oy, ox), columns (ky, kx, c).
     private func im2col(_ input: UnsafePointer<Float>, first: Int, count: Int, into cols: UnsafeMutablePointer<Float>) {
         let columns = self.columns, channels = inChannels
-        forEachReceptiveField(first: first, count: count) { row, column, pixel in
-            // Inline loops, not memcpy: a run is one to a few dozen floats, too short to pay for a call.
-            let target = cols + row * columns + column
-            if let pixel {
-                let source = input + pixel
-                for c in 0..<channels { target[c] = source[c] }
-            } else {
-                for c in 0..<channels { target[c] = 0 }
+        forEachPixel(first: first, count: count) { row, taps in
+            taps { column, pixel in
+                // Inline loops, not memcpy: a run is one to a few dozen floats, too short to pay for a call.
+                let target = cols + row * columns + column
+                if let pixel {
+                    let source = input + pixel
+                    for c in 0..<channels { target[c] = source[c] }
+                } else {
+                    for c in 0..<channels { target[c] = 0 }
+                }
             }
         }
     }
@@ -72,10 +77,12 @@ public struct Conv2DLayer: Sendable {
     /// Adds each row of receptive-field gradients back onto the input pixels it came from.
     private func col2imAdd(_ cols: UnsafePointer<Float>, first: Int, count: Int, into inputGradient: UnsafeMutablePointer<Float>) {
         let columns = self.columns, channels = inChannels
-        forEachReceptiveField(first: first, count: count) { row, column, pixel in
-            guard let pixel else { return }
-            let source = cols + row * columns + column, target = inputGradient + pixel
-            for c in 0..<channels { target[c] += source[c] }
+        forEachPixel(first: first, count: count) { row, taps in
+            taps { column, pixel in
+                guard let pixel else { return }
+                let source = cols + row * columns + column, target = inputGradient + pixel
+                for c in 0..<channels { target[c] += source[c] }
+            }
         }
     }
 
@@ -134,42 +141,17 @@ public struct Conv2DLayer: Sendable {
         }
     }
 
-    /// Visits each output pixel of samples 0..<batch with its index, then each kernel tap whose input pixel lies
-    /// inside the image: the tap's offset in a filter's weights and the input pixel's offset.
-    @inline(__always)
-    private func forEachPixel(batch: Int, _ pixel: (_ output: Int, _ taps: ((_ weight: Int, _ input: Int) -> Void) -> Void) -> Void) {
-        var output = 0
-        for n in 0..<batch {
-            let sample = n * inHeight * inWidth * inChannels
-            for oy in 0..<outHeight {
-                for ox in 0..<outWidth {
-                    pixel(output) { tap in
-                        for ky in 0..<kernel {
-                            let iy = oy * stride - padTop + ky
-                            guard iy >= 0 && iy < inHeight else { continue }
-                            for kx in 0..<kernel {
-                                let ix = ox * stride - padLeft + kx
-                                guard ix >= 0 && ix < inWidth else { continue }
-                                tap((ky * kernel + kx) * inChannels, sample + (iy * inWidth + ix) * inChannels)
-                            }
-                        }
-                    }
-                    output += 1
-                }
-            }
-        }
-    }
-
     /// z[n, pixel, f] = Σ over the receptive field of W[f, ky, kx, c] · x[n, iy, ix, c], in eight-lane partial sums
     /// kept across the whole field: no im2col.
     private func directForward(input: UnsafePointer<Float>, batch: Int, weights: UnsafePointer<Float>,
                                into z: UnsafeMutablePointer<Float>) {
         let channels = inChannels, filters = self.filters, columns = self.columns
-        forEachPixel(batch: batch) { output, taps in
+        forEachPixel(first: 0, count: batch) { output, taps in
             for f in 0..<filters {
                 var lanes = SIMD8<Float>()
                 var rest: Float = 0
                 taps { weight, pixel in
+                    guard let pixel else { return }
                     let w = weights + f * columns + weight, x = input + pixel
                     var c = 0
                     while c + 8 <= channels {
@@ -191,11 +173,12 @@ public struct Conv2DLayer: Sendable {
                                 weights: UnsafePointer<Float>, weightGradient: UnsafeMutablePointer<Float>,
                                 inputGradient: UnsafeMutablePointer<Float>?) {
         let channels = inChannels, filters = self.filters, columns = self.columns
-        forEachPixel(batch: batch) { output, taps in
+        forEachPixel(first: 0, count: batch) { output, taps in
             for f in 0..<filters {
                 let g = dz[output * filters + f]
                 guard g != 0 else { continue }
                 taps { weight, pixel in
+                    guard let pixel else { return }
                     let dw = weightGradient + f * columns + weight, x = input + pixel
                     for c in 0..<channels { dw[c] += g * x[c] }
                     if let inputGradient {

@@ -62,6 +62,8 @@ let package = Package(
 
         .testTarget(name: "AEDistCoreTests", dependencies: ["AEDistCore"]),
         .testTarget(name: "AEDistIOTests", dependencies: ["AEDistIO", "AEDistTraining"]),
+        // The trainer in-process at several ranks (InProcessGroup): rank agreement, failures, stops and drift in seconds.
+        .testTarget(name: "AEDistTrainingTests", dependencies: ["AEDistTraining", "AEDistIO", "AEDistCore"]),
         .testTarget(name: "EndToEndTests"),
     ],
     swiftLanguageModes: [.v5]

@@ -112,7 +112,7 @@ public struct CheckpointReport {
             lines.append("")
             lines.append("model       \(config.model.spec)  (\(parameterCount) parameters, loss \(config.loss.rawValue))")
             for layer in architecture.layers {
-                if case .dense = layer.kind {
+                if layer is Dense {
                     lines.append("  \(layer.name.padding(toLength: 12, withPad: " ", startingAt: 0)) \(layer.inputSize) → \(layer.outputSize)  \(layer.activation.rawValue)")
                 } else {
                     lines.append("  \(layer.description)")

@@ -20,6 +20,12 @@ public final class TrainedModel {
         architecture = try ModelArchitecture(checkpoint.config.model)
         model = Autoencoder(architecture: architecture, maxBatch: Self.rowsPerPass)
         model.parameters.copy(from: checkpoint.parameters)
+        // The loss as training computed it, for `evaluate`: the KL weight and the code penalties at their state.
+        model.klWeight = Float(config.model.beta / Double(architecture.inputSize))
+        let sparsity = config.model.sparsityTarget > 0
+            ? KLSparsity(target: config.model.sparsityTarget, weight: config.model.sparsityWeight, units: architecture.codeSize) : nil
+        sparsity?.restore(checkpoint.progress.sparsityEstimate)
+        model.codePenalty = CodePenalty(l1: Float(config.model.l1Activity), sparsity: sparsity)
         // A trained variational model encodes to its mean and reconstructs from it.
         model.sampleCode = false
     }
@@ -137,18 +143,13 @@ public final class TrainedModel {
         return scores
     }
 
-    /// Mean training loss and MSE over `set`.
-    public func evaluate(_ set: SampleSet) throws -> (loss: Double, mse: Double) {
-        var sums = [0.0, 0.0]
-        try forEachPass(over: set) { rows, inputs in
-            let pass = Loss.evaluate(config.loss, outputActivation: architecture.outputActivation, logits: model.outputLogits,
-                                     output: model.reconstruction, target: inputs, batch: rows.count,
-                                     width: architecture.inputSize, gradient: nil)
-            sums[0] += pass.loss
-            sums[1] += pass.squaredError
-        }
-        try communicator.allReduceSum(&sums)
-        return (sums[0] / Double(set.rowCount), sums[1] / Double(set.rowCount))
+    /// The losses over `set` from the same pass as training's validation (noise and a variational model's ε fixed
+    /// per sample), so a checkpoint's validation loss is reproduced exactly.
+    public func evaluate(_ set: SampleSet) throws -> EvaluationResult {
+        model.sampleCode = true
+        defer { model.sampleCode = false }
+        let pass = try GradientStep(model: model, config: config, maxRows: Self.rowsPerPass)
+        return try pass.evaluate(set, rows: FlatBuffer(count: Self.rowsPerPass * architecture.inputSize), communicator: communicator)
     }
 
     public enum Output { case codes, reconstructions }

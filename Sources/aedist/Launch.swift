@@ -58,18 +58,30 @@ enum Launch {
         return nil
     }
 
-    /// One BLAS thread per core this rank has to itself: ranks ≥ cores means one thread each, since
-    /// oversubscribed BLAS threads only fight. OPENBLAS_NUM_THREADS or OMP_NUM_THREADS, when the user set them, win.
-    /// Call after `BLAS.flushDenormalsToZero()`: the workers it starts inherit that mode.
-    static func configureBLASThreads(ranksOnThisNode: Int, requested: Int?) {
+    /// One BLAS thread per core this rank has to itself: the CPUs of its affinity mask (taskset, a Slurm cpuset,
+    /// mpirun's binding) divided among the ranks on this node that share that same set, since oversubscribed BLAS
+    /// threads only fight. --blas-threads, or OPENBLAS_NUM_THREADS / OMP_NUM_THREADS when the user set them, win.
+    /// Collective. Call after `BLAS.flushDenormalsToZero()`: the workers it starts inherit that mode.
+    static func configureBLASThreads(communicator: Communicator, requested: Int?) throws {
+        let allowed = BLAS.allowedCores
+        var host = [CChar](repeating: 0, count: 256)
+        gethostname(&host, host.count - 1)
+        let key = FNV1a(String(cString: host) + "/\(allowed?.maskHash ?? 0)").value
+        let sharing = max(1, try communicator.allGather(key).filter { $0 == key }.count)
         if let requested {
             BLAS.threads = requested
+            BLAS.threadChoice = " (--blas-threads)"
             return
         }
         let environment = ProcessInfo.processInfo.environment
         let userSetThreads = environment["AEDIST_BLAS_THREADS_DEFAULT"] == nil
             && (environment["OPENBLAS_NUM_THREADS"] != nil || environment["OMP_NUM_THREADS"] != nil)
-        guard !userSetThreads else { return }
-        BLAS.threads = max(1, ProcessInfo.processInfo.processorCount / max(1, ranksOnThisNode))
+        guard !userSetThreads else {
+            BLAS.threadChoice = " (OPENBLAS_NUM_THREADS or OMP_NUM_THREADS)"
+            return
+        }
+        let cores = allowed?.count ?? ProcessInfo.processInfo.activeProcessorCount
+        BLAS.threads = max(1, cores / sharing)
+        BLAS.threadChoice = " (\(cores) core\(cores == 1 ? "" : "s") in this rank's CPU set, shared by \(sharing) rank\(sharing == 1 ? "" : "s"))"
     }
 }

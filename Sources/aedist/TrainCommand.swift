@@ -214,7 +214,8 @@ struct TrainCommand: ParsableCommand {
         try runOnEveryRank(collectiveTimeout: collectiveTimeout ?? 600,
                            blasThreads: configuration.schedule.deterministic ? 1 : blasThreads) { world, console in
             let session = SessionOptions(resume: ResumeRequest(resume), timeLimit: timeLimit.flatMap(StopPolicy.parseDuration),
-                                         startTime: Launch.startTime, mpiStart: Launch.mpiStart, timelinePath: timeline)
+                                         startTime: Launch.startTime, mpiStart: Launch.mpiStart, timelinePath: timeline,
+                                         fault: FaultInjection.fromEnvironment())
             let trainer = try Trainer(config: configuration, communicator: world, session: session, console: console)
             let summary = try trainer.run()
             let checksum = try trainer.verifyReplicasIdentical()

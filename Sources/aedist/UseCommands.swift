@@ -31,10 +31,10 @@ func runOnEveryRank(collectiveTimeout: TimeInterval = 600, blasThreads: Int? = n
     }
     Launch.mpiStart = Date()
     BLAS.flushDenormalsToZero()
-    Launch.configureBLASThreads(ranksOnThisNode: world.localSize, requested: blasThreads)
     let console = Console(isRoot: world.isRoot)
     let status: Int32
     do {
+        try Launch.configureBLASThreads(communicator: world, requested: blasThreads)
         status = try body(world, console)
     } catch let failure as RunFailure {
         console.error(failure.message)

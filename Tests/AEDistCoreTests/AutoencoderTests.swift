@@ -4,10 +4,10 @@ import XCTest
 /// The Autoencoder's buffer contract beyond the numbers the gradient check covers: backward accumulates, the gradient
 /// tail is left alone, and initialisation is a pure function of the seed.
 final class AutoencoderTests: XCTestCase {
-    private func modelWithInput(tail: Int = 0) throws -> (Autoencoder, FlatBuffer, batch: Int) {
+    private func modelWithInput(gradients: FlatBuffer? = nil) throws -> (Autoencoder, FlatBuffer, batch: Int) {
         let architecture = try architecture("dense:5-4:tanh-3:linear")
         let testCase = GradientCheckCase(architecture, batch: 3, seed: 7)
-        let model = Autoencoder(architecture: architecture, maxBatch: 3, gradientTail: tail)
+        let model = Autoencoder(architecture: architecture, maxBatch: 3, gradients: gradients)
         model.parameters.copy(from: FlatBuffer(testCase.parameters))
         return (model, FlatBuffer(testCase.input), 3)
     }
@@ -30,25 +30,35 @@ final class AutoencoderTests: XCTestCase {
                        "two backward passes give twice the gradient")
     }
 
-    /// Values that ride along in the gradient all-reduce sit after the gradients; backward must not touch them.
-    func testGradientTailIsLeftAlone() throws {
-        let (model, input, batch) = try modelWithInput(tail: 3)
-        XCTAssertEqual(model.gradients.count, model.layout.totalCount + 3)
-        XCTAssertEqual(model.parameters.count, model.layout.totalCount)
-        model.gradients.fill(0)
-        for i in model.layout.totalCount..<model.gradients.count { model.gradients[i] = 42 }
+    /// The gradients may live inside a larger buffer (the step's all-reduce message, whose statistics follow
+    /// them): backward writes the view, and nothing after it.
+    func testGradientsInsideALargerBufferLeaveTheRestAlone() throws {
+        let parameterCount = try architecture("dense:5-4:tanh-3:linear").parameterLayout.totalCount
+        let message = FlatBuffer(count: parameterCount + 3)
+        for i in parameterCount..<message.count { message[i] = 42 }
+        let (model, input, batch) = try modelWithInput(gradients: FlatBuffer(viewing: message.pointer, count: parameterCount, owner: message))
+        let (alone, _, _) = try modelWithInput()
+        alone.gradients.fill(0)
         accumulateGradient(model, input, batch: batch)
-        XCTAssertEqual(Array(model.gradients.array.suffix(3)), [42, 42, 42])
+        accumulateGradient(alone, input, batch: batch)
+        XCTAssertEqual(Array(message.array.prefix(parameterCount)), alone.gradients.array, "the view holds the gradients")
+        XCTAssertEqual(Array(message.array.suffix(3)), [42, 42, 42])
     }
 
-    func testLayersUseTheLayoutOffsets() throws {
-        let architecture = try architecture("dense:7-5-2")
-        let model = Autoencoder(architecture: architecture, maxBatch: 2)
-        let layout = architecture.parameterLayout
-        for layer in model.layers {
-            XCTAssertEqual(layer.weightOffset, layout.tensors.first { $0.path == "\(layer.spec.name)/weight" }?.offset)
-            XCTAssertEqual(layer.biasOffset, layout.tensors.first { $0.path == "\(layer.spec.name)/bias" }?.offset)
-        }
+    /// Each layer reads its tensors where the checkpoint layout puts them, in PyTorch's [out, in] orientation: a
+    /// weight set by its layout path shows up in exactly the output PyTorch would put it in.
+    func testLayersReadTheirTensorsWhereTheLayoutSaysInPyTorchsOrientation() throws {
+        let architecture = try architecture("dense:7-5/7", activation: .linear, output: .linear)
+        let model = Autoencoder(architecture: architecture, maxBatch: 1)
+        func tensor(_ path: String) -> ParameterLayout.Tensor { architecture.parameterLayout.tensors.first { $0.path == path }! }
+        let encoderBias = tensor("encoder.0/bias"), encoderWeight = tensor("encoder.0/weight"), decoderBias = tensor("decoder.0/bias")
+        for j in 0..<5 { model.parameters[encoderBias.offset + j] = Float(j + 1) / 10 }
+        model.parameters[encoderWeight.offset + 3 * 7 + 6] = 2  // W[out 3, in 6]
+        for j in 0..<7 { model.parameters[decoderBias.offset + j] = -Float(j) }
+        let input = FlatBuffer([0, 0, 0, 0, 0, 0, 1])
+        model.forward(input: input.pointer, batch: 1)
+        XCTAssertEqual((0..<5).map { model.code[$0] }, [0.1, 0.2, 0.3, 2.4, 0.5])
+        XCTAssertEqual((0..<7).map { model.reconstruction[$0] }, [0, -1, -2, -3, -4, -5, -6], "decoder weights are zero")
     }
 
     /// Initialisation is a pure function of the seed (every rank, and every resume, builds the same model), biases

@@ -48,8 +48,8 @@ final class ConvolutionTests: XCTestCase {
             let model = Autoencoder(architecture: try architecture(spec, hidden: .linear), maxBatch: 2)
             model.initializeParameters(seed: 4)
             for i in 0..<model.parameters.count { model.parameters[i] += Float(i % 7) * 0.01 }  // non-zero biases too
-            let layer = model.architecture.layers[0]
-            guard case .conv(let filters, let kernel, let s, let same) = layer.kind else { return XCTFail() }
+            guard let layer = model.architecture.layers[0] as? Conv2D else { return XCTFail("\(spec) starts with a convolution") }
+            let (filters, kernel, s, same) = (layer.filters, layer.kernel, layer.stride, layer.samePadding)
             let (h, w, c) = (layer.inputShape[0], layer.inputShape[1], layer.inputShape[2])
             let (oh, ow) = (layer.outputShape[0], layer.outputShape[1])
             var random = RandomStream(seed: 9)

@@ -45,14 +45,14 @@ final class SparsityGradientTests: XCTestCase {
         config.activation = .tanh
         let model = Autoencoder(architecture: try ModelArchitecture(config), maxBatch: 2)
         model.initializeParameters(seed: 3)
-        model.codeL1 = 0.05
+        model.codePenalty = CodePenalty(l1: 0.05)
         let input: [Float] = [0.1, 0.9, 0.4, 0.7, 0.2, 0.6, 0.3, 0.8, 0.5, 0.05]
         func total() -> Double {
             input.withUnsafeBufferPointer { x in
                 model.forward(input: x.baseAddress!, batch: 2)
                 let sums = Loss.evaluate(.bce, outputActivation: .sigmoid, logits: model.outputLogits, output: model.reconstruction,
                                          target: x.baseAddress!, batch: 2, width: 5, gradient: nil)
-                return sums.loss + model.codePenalty(batch: 2)
+                return sums.loss + model.codePenaltySum(batch: 2)
             }
         }
         model.gradients.fill(0)

@@ -32,9 +32,18 @@ final class RandomStreamTests: XCTestCase {
         }
     }
 
-    func testPurposesAreDistinct() {
-        let purposes: [RandomStream.Purpose] = [.shuffle, .initialization, .noise, .split]
-        XCTAssertEqual(Set(purposes.map(\.rawValue)).count, purposes.count)
+    /// Streams for different jobs never coincide: with the same seed and indices, every purpose draws other numbers
+    /// (a shuffle that repeated the noise, say, would correlate them).
+    func testStreamsOfDifferentPurposesDiffer() {
+        for seed: UInt64 in [0, 1, 12345] {
+            for index: UInt64 in [0, 7] {
+                let firstDraws = RandomStream.Purpose.allCases.map { purpose -> [UInt64] in
+                    var stream = RandomStream(seed: seed, purpose.rawValue, index)
+                    return (0..<4).map { _ in stream.next() }
+                }
+                XCTAssertEqual(Set(firstDraws).count, RandomStream.Purpose.allCases.count, "seed \(seed), index \(index): \(firstDraws)")
+            }
+        }
     }
 
     func testUnitFloatsAreInTheHalfOpenUnitInterval() {

@@ -95,8 +95,20 @@ enum Harness {
         return try run(mpirun, ["-n", String(ranks), binary] + arguments, directory: directory, timeout: timeout)
     }
 
+    /// The tests' own Python (with h5py and numpy): `scripts/setup --test` makes it in `.venv-test/`, never in the
+    /// system interpreter. AEDIST_TEST_PYTHON names another.
+    static var pythonInterpreter: String {
+        if let chosen = ProcessInfo.processInfo.environment["AEDIST_TEST_PYTHON"], !chosen.isEmpty { return chosen }
+        return "\(repositoryRoot)/.venv-test/bin/python"
+    }
+
+    /// Runs `python -c script` in the tests' Python.
+    static func pythonScript(_ script: String) throws -> Outcome {
+        try run(pythonInterpreter, ["-c", script], timeout: 120)
+    }
+
     static func python(_ arguments: [String]) throws -> Outcome {
-        try run("/usr/bin/env", ["python3", "\(repositoryRoot)/Tests/python/checkpoint_tool.py"] + arguments, timeout: 120)
+        try run(pythonInterpreter, ["\(repositoryRoot)/Tests/python/checkpoint_tool.py"] + arguments, timeout: 120)
     }
 
     static func temporaryDirectory() -> String {

@@ -77,7 +77,7 @@ final class PerformanceToolsTests: XCTestCase {
             f["val/x"] = rng.random((200, 784), dtype=np.float32)
             assert f["train/x"].id.get_offset() is not None  # contiguous: the direct path is the one tested
         """
-        let made = try Harness.run("/usr/bin/env", ["python3", "-c", script])
+        let made = try Harness.pythonScript(script)
         XCTAssertEqual(made.status, 0, made.description)
         var lines: [String] = []
         for cache in ["never", "always"] {

@@ -52,8 +52,10 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
         try JSONDecoder().decode(TrainingConfig.self, from: Data(text.utf8))
     }
 
-    /// Cross-field checks. Each problem names the option a user would change.
-    public func validate() throws {
+    /// Cross-field checks. Each problem names the option a user would change. Returns the model the spec stands
+    /// for: the one place a run parses it.
+    @discardableResult
+    public func validate() throws -> ModelArchitecture {
         func fail(_ message: String) throws -> Never { throw ConfigError(message) }
         let architecture = try ModelArchitecture(model)
         if loss == .bce && architecture.outputActivation != .sigmoid {
@@ -64,8 +66,7 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
         if !(model.sparsityTarget >= 0 && model.sparsityTarget < 1) { try fail("--sparsity-target must be in (0, 1), or 0 for off (got \(model.sparsityTarget))") }
         if !(model.sparsityWeight >= 0 && model.sparsityWeight.isFinite) { try fail("--sparsity-weight must be 0 or more (got \(model.sparsityWeight))") }
         if model.sparsityTarget > 0 {
-            let architecture = try ModelArchitecture(model)
-            guard architecture.layers[architecture.encoderDepth - 1].activation == .sigmoid, !model.variational else {
+            guard architecture.codeLayer.activation == .sigmoid, !model.variational else {
                 throw ConfigError("--sparsity-target needs a sigmoid code: give the code layer ':sigmoid' (e.g. dense:784-64:sigmoid) or --activation sigmoid")
             }
             if schedule.deterministic { try fail("--sparsity-target with --deterministic is not supported yet") }
@@ -112,6 +113,7 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
         if run.checkpointEvery < 0 { try fail("--checkpoint-every must be 0 (epoch ends only) or more steps") }
         if run.driftCheckEvery < 0 { try fail("--drift-check-every must be 0 (at the end only) or more steps") }
         if run.checkpointDir.isEmpty { try fail("--checkpoint-dir must not be empty") }
+        return architecture
     }
 }
 
@@ -293,21 +295,6 @@ public struct ScheduleConfig: Codable, Equatable, Sendable {
         case batchSize = "batch_size", microBatch = "micro_batch", lrSchedule = "lr_schedule"
         case warmupEpochs = "warmup_epochs", stepEpochs = "step_epochs", minLR = "min_lr"
         case earlyStoppingPatience = "early_stopping_patience", minDelta = "min_delta"
-    }
-
-    /// The learning rate at fractional epoch `epoch` (samples seen / samples per epoch) for base rate `base`.
-    public func learningRate(base: Double, epoch: Double) -> Double {
-        var rate: Double
-        switch lrSchedule {
-        case .constant: rate = base
-        case .step: rate = base * pow(gamma, Double(Int(epoch) / max(stepEpochs, 1)))
-        case .cosine:
-            let span = max(Double(epochs) - warmupEpochs, 1e-9)
-            let progress = min(max((epoch - warmupEpochs) / span, 0), 1)
-            rate = minLR + (base - minLR) * 0.5 * (1 + cos(Double.pi * progress))
-        }
-        if warmupEpochs > 0 && epoch < warmupEpochs { rate *= max(epoch / warmupEpochs, 1e-3) }
-        return rate
     }
 
     public init(from decoder: Decoder) throws {

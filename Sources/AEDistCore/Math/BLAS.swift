@@ -16,6 +16,16 @@ public enum BLAS {
         set { aedblas_set_threads(Int32(max(1, newValue))) }
     }
 
+    /// How the thread count was chosen, for the start-up line (set by the launcher).
+    nonisolated(unsafe) public static var threadChoice = ""
+
+    /// The CPUs this process may run on (its affinity mask) and a hash identifying that set; nil when unknown.
+    public static var allowedCores: (count: Int, maskHash: UInt64)? {
+        var hash: UInt64 = 0
+        let count = Int(aedblas_allowed_cores(&hash))
+        return count > 0 ? (count, hash) : nil
+    }
+
     /// The kernel family OpenBLAS picked for this CPU ("Prescott" is its slow generic fallback).
     public static var coreName: String { String(cString: aedblas_corename()) }
 

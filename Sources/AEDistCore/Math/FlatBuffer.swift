@@ -4,11 +4,23 @@
 public final class FlatBuffer: @unchecked Sendable {
     public let count: Int
     public let pointer: UnsafeMutablePointer<Float>
+    /// For a view: the buffer that owns the memory (kept alive as long as the view).
+    private let owner: FlatBuffer?
 
     public init(count: Int) {
         self.count = count
         pointer = .allocate(capacity: max(count, 1))
         pointer.initialize(repeating: 0, count: max(count, 1))
+        owner = nil
+    }
+
+    /// A view of `count` floats inside `owner`'s memory, from `pointer` on: the same memory under two names (the
+    /// gradients inside a step's all-reduce message, say).
+    public init(viewing pointer: UnsafeMutablePointer<Float>, count: Int, owner: FlatBuffer) {
+        precondition(pointer >= owner.pointer && pointer + count <= owner.pointer + owner.count, "a view must lie inside its owner")
+        self.count = count
+        self.pointer = pointer
+        self.owner = owner
     }
 
     public convenience init(_ values: [Float]) {
@@ -16,7 +28,7 @@ public final class FlatBuffer: @unchecked Sendable {
         values.withUnsafeBufferPointer { pointer.update(from: $0.baseAddress!, count: values.count) }
     }
 
-    deinit { pointer.deallocate() }
+    deinit { if owner == nil { pointer.deallocate() } }
 
     public subscript(index: Int) -> Float {
         get { pointer[index] }

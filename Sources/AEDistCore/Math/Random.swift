@@ -37,7 +37,7 @@ public struct RandomStream: RandomNumberGenerator {
     }
 
     /// Purposes, so that streams for different jobs never coincide.
-    public enum Purpose: UInt64 {
+    public enum Purpose: UInt64, CaseIterable {
         case shuffle = 1, initialization = 2, noise = 3, split = 4, reparameterization = 5
     }
 }

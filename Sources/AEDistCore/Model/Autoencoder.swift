@@ -1,113 +1,22 @@
 import Foundation
 
-/// One layer of a model with its place in the flat parameter buffer, and the kernels that compute it.
-public struct ModelLayer: Sendable {
-    enum Kernel: Sendable {
-        case dense(DenseLayer)
-        case conv(Conv2DLayer)
-        case maxPool(MaxPool2DLayer)
-        case upSample(UpSample2DLayer)
-        case reshape
-    }
-
-    public let spec: LayerSpec
-    /// Offsets of the layer's weight and bias in the parameter buffer (-1 for layers without parameters).
-    public let weightOffset: Int
-    public let biasOffset: Int
-    let kernel: Kernel
-
-    init(spec: LayerSpec, layout: ParameterLayout) {
-        self.spec = spec
-        weightOffset = layout.tensors.first { $0.layer == spec.name && $0.name == "weight" }?.offset ?? -1
-        biasOffset = layout.tensors.first { $0.layer == spec.name && $0.name == "bias" }?.offset ?? -1
-        switch spec.kind {
-        case .dense: kernel = .dense(DenseLayer(spec: spec, weightOffset: weightOffset, biasOffset: biasOffset))
-        case .conv: kernel = .conv(Conv2DLayer(spec: spec, weightOffset: weightOffset, biasOffset: biasOffset))
-        case .maxPool: kernel = .maxPool(MaxPool2DLayer(spec: spec))
-        case .upSample: kernel = .upSample(UpSample2DLayer(spec: spec))
-        case .reshape: kernel = .reshape
-        }
-    }
-
-    public var inputSize: Int { spec.inputSize }
-    public var outputSize: Int { spec.outputSize }
-
-    var workspaceSize: Int {
-        switch kernel {
-        case .conv(let conv): return conv.workspaceSize
-        case .maxPool(let pool): return pool.workspaceSize
-        default: return 0
-        }
-    }
-
-    /// Layers without parameters have no pre-activation of their own; theirs is a copy of the output, made only
-    /// when `isLast` (the loss reads the last layer's as logits).
-    func forward(input: UnsafePointer<Float>, batch: Int, parameters: UnsafePointer<Float>, preActivation: UnsafeMutablePointer<Float>,
-                 output: UnsafeMutablePointer<Float>, workspace: UnsafeMutablePointer<Float>, isLast: Bool) {
-        guard batch > 0 else { return }
-        switch kernel {
-        case .dense(let layer):
-            layer.forward(input: input, batch: batch, parameters: parameters, preActivation: preActivation, output: output)
-        case .conv(let layer):
-            layer.forward(input: input, batch: batch, parameters: parameters, preActivation: preActivation, output: output,
-                          workspace: workspace)
-        case .maxPool(let layer):
-            layer.forward(input: input, batch: batch, output: output)
-        case .upSample(let layer):
-            layer.forward(input: input, batch: batch, output: output)
-        case .reshape:
-            output.update(from: input, count: batch * outputSize)
-        }
-        if isLast && weightOffset < 0 { preActivation.update(from: output, count: batch * outputSize) }
-    }
-
-    /// From dL/dz of this layer: parameter gradients (+=) and, when asked, dL/d(input) (overwritten).
-    func backward(input: UnsafePointer<Float>, output: UnsafePointer<Float>, batch: Int, preActivationGradient dz: UnsafePointer<Float>,
-                  parameters: UnsafePointer<Float>, gradients: UnsafeMutablePointer<Float>,
-                  inputGradient: UnsafeMutablePointer<Float>?, workspace: UnsafeMutablePointer<Float>) {
-        guard batch > 0 else { return }
-        switch kernel {
-        case .dense(let layer):
-            layer.backward(input: input, batch: batch, preActivationGradient: dz, parameters: parameters, gradients: gradients,
-                           inputGradient: inputGradient)
-        case .conv(let layer):
-            layer.backward(input: input, batch: batch, preActivationGradient: dz, parameters: parameters, gradients: gradients,
-                           inputGradient: inputGradient, workspace: workspace)
-        case .maxPool(let layer):
-            if let inputGradient {
-                layer.backward(input: input, output: output, batch: batch, outputGradient: dz, inputGradient: inputGradient, workspace: workspace)
-            }
-        case .upSample(let layer):
-            if let inputGradient { layer.backward(batch: batch, outputGradient: dz, inputGradient: inputGradient) }
-        case .reshape:
-            inputGradient?.update(from: dz, count: batch * inputSize)
-        }
-    }
-
-    func initialize(parameters: UnsafeMutablePointer<Float>, seed: UInt64, layerIndex: Int) {
-        switch kernel {
-        case .dense(let layer): layer.initialize(parameters: parameters, seed: seed, layerIndex: layerIndex)
-        case .conv(let layer): layer.initialize(parameters: parameters, seed: seed, layerIndex: layerIndex)
-        case .maxPool, .upSample, .reshape: break
-        }
-    }
-}
-
 /// An autoencoder replica: a list of layers applied in order, with every parameter in one flat buffer and every
 /// gradient in another of the same layout. All activation buffers are sized once for `maxBatch` rows; a larger
 /// batch is a programming error, not a reallocation.
 public final class Autoencoder {
     public let architecture: ModelArchitecture
     public let layout: ParameterLayout
-    public let layers: [ModelLayer]
+    public var layers: [any Layer] { architecture.layers }
+    /// Where each layer's block (weight, then bias) starts in the parameter and gradient buffers.
+    public let parameterOffsets: [Int]
+    /// Per layer, whether it has parameters (asked once: a kind builds its shape list on each call).
+    private let layerHasParameters: [Bool]
     public let parameters: FlatBuffer
     public let gradients: FlatBuffer
     public let maxBatch: Int
-    /// Weight of the L1 activity penalty on the code (sparse autoencoders); its gradient λ·sign(code) joins the
-    /// backward pass where it crosses the code.
-    public var codeL1: Float = 0
-    /// KL sparsity: per code unit, d(penalty)/d(activation) for each sample, set by the trainer from ρ and ρ̂.
-    public var codeSparsityGradient: UnsafeMutablePointer<Float>?
+    /// Sparse autoencoders: the penalties on the code (L1 activity, KL sparsity), whose gradients join the backward
+    /// pass where it crosses the code.
+    public var codePenalty = CodePenalty()
 
     /// Per layer: z (pre-activation) and y = f(z), each maxBatch × outputSize.
     private let preActivations: [FlatBuffer]
@@ -124,19 +33,27 @@ public final class Autoencoder {
     /// β / (values per sample): the weight of KL in the per-sample loss, whose reconstruction part is a mean.
     public var klWeight: Float = 0
 
-    /// - Parameter gradientTail: extra floats after the gradients, for values that travel in the same all-reduce.
-    public init(architecture: ModelArchitecture, maxBatch: Int, gradientTail: Int = 0) {
+    /// - Parameter gradients: where the gradients accumulate (a view into the step's all-reduce message, say);
+    ///   a buffer of its own when nil.
+    public init(architecture: ModelArchitecture, maxBatch: Int, gradients: FlatBuffer? = nil) {
         self.architecture = architecture
         self.maxBatch = max(1, maxBatch)
-        layout = architecture.parameterLayout
-        let layout = self.layout
-        let layers = architecture.layers.map { ModelLayer(spec: $0, layout: layout) }
-        self.layers = layers
-        workspace = FlatBuffer(count: layers.map(\.workspaceSize).max() ?? 1)
+        let layout = architecture.parameterLayout
+        self.layout = layout
+        var offsets: [Int] = [], offset = 0
+        for layer in architecture.layers {
+            offsets.append(offset)
+            offset += layer.parameterCount
+        }
+        parameterOffsets = offsets
+        layerHasParameters = architecture.layers.map(\.hasParameters)
+        let layers = architecture.layers
+        precondition((gradients?.count ?? layout.totalCount) == layout.totalCount, "the gradient buffer must match the parameters")
+        workspace = FlatBuffer(count: layers.map { $0.workspaceSize }.max() ?? 1)
         sampledCode = FlatBuffer(count: architecture.variational ? architecture.codeSize * max(1, maxBatch) : 1)
         epsilon = FlatBuffer(count: architecture.variational ? architecture.codeSize * max(1, maxBatch) : 1)
         parameters = FlatBuffer(count: layout.totalCount)
-        gradients = FlatBuffer(count: layout.totalCount + gradientTail)
+        self.gradients = gradients ?? FlatBuffer(count: layout.totalCount)
         preActivations = layers.map { FlatBuffer(count: $0.outputSize * max(1, maxBatch)) }
         outputs = layers.map { FlatBuffer(count: $0.outputSize * max(1, maxBatch)) }
         let widest = layers.map { max($0.inputSize, $0.outputSize) }.max() ?? 1
@@ -147,7 +64,7 @@ public final class Autoencoder {
 
     public func initializeParameters(seed: UInt64) {
         for (index, layer) in layers.enumerated() {
-            layer.initialize(parameters: parameters.pointer, seed: seed, layerIndex: index)
+            layer.initialize(parameters: parameters.pointer + parameterOffsets[index], seed: seed, layerIndex: index)
         }
     }
 
@@ -169,9 +86,15 @@ public final class Autoencoder {
                 sample(batch: batch)
                 x = UnsafePointer(sampledCode.pointer)
             }
-            layers[index].forward(input: x, batch: batch, parameters: parameters.pointer, preActivation: preActivations[index].pointer,
-                                  output: outputs[index].pointer, workspace: workspace.pointer, isLast: index == layers.count - 1)
-            x = UnsafePointer(outputs[index].pointer)
+            let layer = layers[index], output = outputs[index].pointer, preActivation = preActivations[index].pointer
+            if batch > 0 {
+                layer.forward(input: x, batch: batch, parameters: parameters.pointer + parameterOffsets[index],
+                              preActivation: preActivation, output: output, workspace: workspace.pointer)
+                // Layers without parameters have no pre-activation of their own; the loss reads the last layer's
+                // as logits, so there it is a copy of the output.
+                if index == layers.count - 1 && !layerHasParameters[index] { preActivation.update(from: output, count: batch * layer.outputSize) }
+            }
+            x = UnsafePointer(output)
         }
     }
 
@@ -219,12 +142,9 @@ public final class Autoencoder {
         UnsafePointer(architecture.variational ? sampledCode.pointer : outputs[architecture.encoderDepth - 1].pointer)
     }
 
-    /// λ·Σ|code| over the last forward pass's `batch` rows: the sparsity penalty's share of the loss sum.
-    public func codePenalty(batch: Int) -> Double {
-        guard codeL1 > 0 else { return 0 }
-        var sum = 0.0
-        for i in 0..<(batch * architecture.codeSize) { sum += Double(abs(code[i])) }
-        return Double(codeL1) * sum
+    /// The code penalties' share of the loss sum over the last forward pass's `batch` rows.
+    public func codePenaltySum(batch: Int) -> Double {
+        codePenalty.sum(code: code, batch: batch, codeSize: architecture.codeSize)
     }
 
     /// dμ = dz + w·μ and d(log σ²) = dz·½σε + w·½(σ² − 1), with w the KL weight.
@@ -254,23 +174,22 @@ public final class Autoencoder {
             let layer = layers[index]
             let startsFromSample = architecture.variational && index == architecture.encoderDepth
             let layerInput = index == 0 ? input : UnsafePointer(startsFromSample ? sampledCode.pointer : outputs[index - 1].pointer)
-            layer.backward(input: layerInput, output: outputs[index].pointer, batch: batch, preActivationGradient: dz,
-                           parameters: parameters.pointer, gradients: gradients.pointer, inputGradient: index == 0 ? nil : spare,
-                           workspace: workspace.pointer)
+            if batch > 0 {
+                layer.backward(input: layerInput, output: outputs[index].pointer, batch: batch, outputGradient: dz,
+                               parameters: parameters.pointer + parameterOffsets[index],
+                               gradients: gradients.pointer + parameterOffsets[index], inputGradient: index == 0 ? nil : spare,
+                               workspace: workspace.pointer)
+            }
             if startsFromSample {
                 // Through z = μ + σ·ε and the KL term to the encoder's (linear) μ and log σ² outputs, into dz's buffer.
                 reparameterizationBackward(codeGradient: spare, into: dz, batch: batch)
                 continue
             }
             if index > 0 {
-                if index == architecture.encoderDepth && codeL1 > 0 {
-                    for i in 0..<(batch * layer.inputSize) where layerInput[i] != 0 { spare[i] += layerInput[i] > 0 ? codeL1 : -codeL1 }
+                if index == architecture.encoderDepth {
+                    codePenalty.addGradient(code: layerInput, into: spare, batch: batch, codeSize: layer.inputSize)
                 }
-                if index == architecture.encoderDepth, let unitGradient = codeSparsityGradient {
-                    let units = layer.inputSize
-                    for row in 0..<batch { for j in 0..<units { spare[row * units + j] += unitGradient[j] } }
-                }
-                layers[index - 1].spec.activation.backward(outputs: layerInput, gradient: spare,
+                layers[index - 1].activation.backward(outputs: layerInput, gradient: spare,
                                                            count: batch * layer.inputSize)
                 swap(&dz, &spare)
             }

@@ -1,59 +1,6 @@
-/// One layer of a model: what it computes and the per-sample shapes it maps between ([D], or [H, W, C] for images).
-public struct LayerSpec: Equatable, Sendable {
-    public enum Kind: Equatable, Sendable {
-        case dense
-        /// k×k convolution with `filters` outputs, NHWC; "same" padding keeps H×W at stride 1 (as Keras).
-        case conv(filters: Int, kernel: Int, stride: Int, samePadding: Bool)
-        /// Max over non-overlapping size×size windows ("valid": a ragged edge is dropped, as Keras).
-        case maxPool(size: Int)
-        /// Nearest-neighbour upsampling by `factor` in height and width.
-        case upSample(factor: Int)
-        /// Flatten or reshape: the same values in the same (row-major, channels-last) order, another shape.
-        case reshape
-    }
-
-    public var name: String
-    public var kind: Kind
-    public var inputShape: [Int]
-    public var outputShape: [Int]
-    public var activation: Activation
-
-    public var inputSize: Int { inputShape.reduce(1, *) }
-    public var outputSize: Int { outputShape.reduce(1, *) }
-
-    /// Parameter tensors in buffer order: PyTorch's orientation for dense ([out, in]); [filters, k, k, in] for conv.
-    public var parameterShapes: [(name: String, shape: [Int])] {
-        switch kind {
-        case .dense: return [("weight", [outputSize, inputSize]), ("bias", [outputSize])]
-        case .conv(let filters, let kernel, _, _): return [("weight", [filters, kernel, kernel, inputShape[2]]), ("bias", [filters])]
-        case .maxPool, .upSample, .reshape: return []
-        }
-    }
-
-    /// Inputs and outputs each weight connects, for Glorot/He initialisation (Keras's receptive-field counting).
-    public var fan: (in: Int, out: Int) {
-        switch kind {
-        case .conv(let filters, let kernel, _, _): return (kernel * kernel * inputShape[2], kernel * kernel * filters)
-        default: return (inputSize, outputSize)
-        }
-    }
-
-    public var description: String {
-        let shapes = "\(inputShape.map(String.init).joined(separator: "×"))→\(outputShape.map(String.init).joined(separator: "×"))"
-        switch kind {
-        case .dense: return "\(name) \(shapes) \(activation.rawValue)"
-        case .conv(let filters, let kernel, let stride, let same):
-            return "\(name) conv \(kernel)×\(kernel)×\(filters)\(stride > 1 ? " stride \(stride)" : "")\(same ? "" : " valid") \(shapes) \(activation.rawValue)"
-        case .maxPool(let size): return "\(name) maxpool \(size) \(shapes)"
-        case .upSample(let factor): return "\(name) upsample \(factor) \(shapes)"
-        case .reshape: return "\(name) \(outputShape.count == 1 ? "flatten" : "reshape") \(shapes)"
-        }
-    }
-}
-
-/// The resolved shape of an autoencoder: the layer list a model spec stands for.
-public struct ModelArchitecture: Equatable, Sendable {
-    public var layers: [LayerSpec]
+/// The resolved shape of an autoencoder: the layer list a model spec stands for. A spec is parsed once, here.
+public struct ModelArchitecture: Sendable {
+    public var layers: [any Layer]
     /// How many of `layers` make the encoder; the rest decode.
     public var encoderDepth: Int
 
@@ -61,12 +8,18 @@ public struct ModelArchitecture: Equatable, Sendable {
     /// sample of the code.
     public var variational = false
 
+    /// The kinds a `conv:` spec's tokens can name, each parsing its own tokens. A new kind adds itself here.
+    static let specLayerKinds: [any Layer.Type] = [Conv2D.self, MaxPool2D.self, UpSample2D.self, Dense.self, Reshape.self]
+    static let tokenHelp = "c = conv, p = max-pool, u = upsample, f = flatten, dN = dense, rHxWxC = reshape"
+
     public var inputSize: Int { layers.first!.inputSize }
     public var inputShape: [Int] { layers.first!.inputShape }
     /// Values of the code the decoder starts from (half the encoder's output when variational).
     public var codeSize: Int { layers[encoderDepth].inputSize }
     public var codeShape: [Int] { layers[encoderDepth].inputShape }
     public var outputActivation: Activation { layers.last!.activation }
+    /// The layer whose output is the code (for a variational model: μ and log σ²).
+    public var codeLayer: any Layer { layers[encoderDepth - 1] }
 
     static let examples = "e.g. dense:784-128-64, dense:784-256:tanh-32:linear, or conv:28x28x1/c32-p2-c32-p2/c32-u2-c32-u2-c1"
 
@@ -75,202 +28,143 @@ public struct ModelArchitecture: Equatable, Sendable {
         func fail(_ why: String) -> ConfigError {
             ConfigError("invalid --model '\(spec)': \(why); expected \(Self.examples)")
         }
-        func activation(_ name: Substring) throws -> Activation {
-            guard let activation = Activation(rawValue: String(name)) else {
-                throw fail("unknown activation '\(name)' (available: \(Activation.allCases.map(\.rawValue).joined(separator: ", ")))")
+        do {
+            if spec.hasPrefix("dense:") {
+                (layers, encoderDepth) = try Self.parseDense(spec.dropFirst("dense:".count), config: config)
+            } else if spec.hasPrefix("conv:") {
+                (layers, encoderDepth) = try Self.parseConv(spec.dropFirst("conv:".count), config: config)
+            } else {
+                let kind = spec.split(separator: ":").first.map(String.init) ?? spec
+                throw SpecProblem("unknown model kind '\(kind)' (available: dense, conv)")
             }
-            return activation
-        }
-        if spec.hasPrefix("dense:") {
-            try self.init(dense: spec, config: config, fail: fail, activation: activation)
-        } else if spec.hasPrefix("conv:") {
-            try self.init(conv: spec, config: config, fail: fail, activation: activation)
-        } else {
-            let kind = spec.split(separator: ":").first.map(String.init) ?? spec
-            throw fail("unknown model kind '\(kind)' (available: dense, conv)")
-        }
-        if config.variational {
-            // The code layer also gives log σ² beside μ: twice the outputs, no activation.
-            let last = encoderDepth - 1
-            var layer = layers[last]
-            switch layer.kind {
-            case .dense: layer.outputShape = [2 * layer.outputSize]
-            case .conv(let filters, let kernel, let stride, let same):
-                layer.kind = .conv(filters: 2 * filters, kernel: kernel, stride: stride, samePadding: same)
-                layer.outputShape[2] *= 2
-            case .maxPool, .upSample, .reshape: throw fail("a variational encoder must end in a dense or conv layer")
-            }
-            layer.activation = .linear
-            layers[last] = layer
-            variational = true
-        }
-        // A spec may come from an untrusted file: refuse absurd sizes before anything is allocated.
-        var total = 0
-        for layer in layers {
-            for (_, shape) in layer.parameterShapes {
-                var count = 1
-                for dimension in shape {
-                    let (product, overflow) = count.multipliedReportingOverflow(by: dimension)
-                    guard !overflow else { throw fail("more than \(Self.maxParameters) parameters (\((Self.maxParameters * 4) >> 30) GiB), aedist's limit") }
-                    count = product
+            if config.variational {
+                guard let doubled = layers[encoderDepth - 1].doublingOutputs() else {
+                    throw SpecProblem("a variational encoder must end in a dense or conv layer")
                 }
-                guard total <= Self.maxParameters - count else {
-                    throw fail("more than \(Self.maxParameters) parameters (\((Self.maxParameters * 4) >> 30) GiB), aedist's limit")
-                }
-                total += count
+                layers[encoderDepth - 1] = doubled
+                variational = true
             }
+            try Self.checkSizes(layers)
+        } catch let problem as SpecProblem {
+            throw fail(problem.reason)
         }
     }
 
-    /// "dense:784-128-64": encoder widths from the input to the code, the decoder mirrored; or with an explicit
-    /// decoder after a '/': "dense:784-256-32/64-784" (the decoder's widths after the code, ending at the input's).
-    private init(dense spec: String, config: ModelConfig, fail: (String) -> ConfigError, activation: (Substring) throws -> Activation) throws {
-        var widths: [Int] = []
-        var activations: [Activation] = []
-        let halves = spec.dropFirst("dense:".count).split(separator: "/", omittingEmptySubsequences: false)
-        guard halves.count <= 2 else { throw fail("at most one '/' (between the encoder's and the decoder's widths)") }
-        for token in halves[0].split(separator: "-", omittingEmptySubsequences: false) {
-            let parts = token.split(separator: ":", omittingEmptySubsequences: false)
-            guard parts.count <= 2, let width = Int(parts[0]), width > 0, width <= Self.maxValuesPerSample else {
-                throw fail("'\(token)' is not a positive width (at most \(Self.maxValuesPerSample))")
-            }
-            widths.append(width)
-            activations.append(parts.count == 2 ? try activation(parts[1]) : config.activation)
+    static func activation(_ name: Substring) throws -> Activation {
+        guard let activation = Activation(rawValue: String(name)) else {
+            throw SpecProblem("unknown activation '\(name)' (available: \(Activation.allCases.map(\.rawValue).joined(separator: ", ")))")
         }
-        guard widths.count >= 2 else { throw fail("needs at least an input width and a code width") }
-        if spec.dropFirst("dense:".count).split(separator: "-").first?.contains(":") == true {
-            throw fail("the input width takes no activation (activations belong to the layers after it)")
-        }
-        var layers: [LayerSpec] = []
-        for i in 1..<widths.count {
-            layers.append(LayerSpec(name: "encoder.\(i - 1)", kind: .dense, inputShape: [widths[i - 1]], outputShape: [widths[i]],
-                                    activation: activations[i]))
-        }
-        encoderDepth = widths.count - 1
-        if halves.count == 2 {
-            var previous = widths.last!
-            let tokens = halves[1].split(separator: "-", omittingEmptySubsequences: false)
-            for (index, token) in tokens.enumerated() {
+        return activation
+    }
+
+    /// "784-128-64": encoder widths from the input to the code, the decoder mirrored; or with an explicit decoder
+    /// after a '/': "784-256-32/64-784" (the decoder's widths after the code, ending at the input's).
+    private static func parseDense(_ spec: Substring, config: ModelConfig) throws -> ([any Layer], Int) {
+        func widths(_ part: Substring) throws -> [(width: Int, activation: Activation?)] {
+            try part.split(separator: "-", omittingEmptySubsequences: false).map { token in
                 let parts = token.split(separator: ":", omittingEmptySubsequences: false)
-                guard parts.count <= 2, let width = Int(parts[0]), width > 0, width <= Self.maxValuesPerSample else {
-                    throw fail("'\(token)' is not a positive width (at most \(Self.maxValuesPerSample))")
+                guard parts.count <= 2, let width = Int(parts[0]), width > 0, width <= maxValuesPerSample else {
+                    throw SpecProblem("'\(token)' is not a positive width (at most \(maxValuesPerSample))")
                 }
-                let isOutput = index == tokens.count - 1
-                let chosen = parts.count == 2 ? try activation(parts[1]) : (isOutput ? config.outputActivation : config.activation)
-                layers.append(LayerSpec(name: "decoder.\(index)", kind: .dense, inputShape: [previous], outputShape: [width], activation: chosen))
-                previous = width
+                return (width, parts.count == 2 ? try activation(parts[1]) : nil)
             }
-            guard previous == widths[0] else { throw fail("the decoder ends at \(previous) values, not at the input's \(widths[0])") }
-            self.layers = layers
-            return
         }
-        // The decoder mirrors the encoder; its hidden layers take the activation of the encoder layer they mirror.
-        let mirrored = Array(widths.reversed())
-        let mirroredActivations = Array(activations.reversed())
-        for i in 1..<mirrored.count {
-            let isOutput = i == mirrored.count - 1
-            layers.append(LayerSpec(name: "decoder.\(i - 1)", kind: .dense, inputShape: [mirrored[i - 1]], outputShape: [mirrored[i]],
-                                    activation: isOutput ? config.outputActivation : mirroredActivations[i]))
+        let halves = spec.split(separator: "/", omittingEmptySubsequences: false)
+        guard halves.count <= 2 else { throw SpecProblem("at most one '/' (between the encoder's and the decoder's widths)") }
+        let encoder = try widths(halves[0])
+        guard encoder.count >= 2 else { throw SpecProblem("needs at least an input width and a code width") }
+        guard encoder[0].activation == nil else {
+            throw SpecProblem("the input width takes no activation (activations belong to the layers after it)")
         }
-        self.layers = layers
+        var layers: [any Layer] = []
+        for i in 1..<encoder.count {
+            layers.append(Dense(name: "encoder.\(i - 1)", inputs: encoder[i - 1].width, outputs: encoder[i].width,
+                                activation: encoder[i].activation ?? config.activation))
+        }
+        // Without a '/', the decoder mirrors the encoder; its hidden layers take the activation of the encoder
+        // layer they mirror.
+        let decoder = halves.count == 2 ? try widths(halves[1])
+            : encoder.reversed().dropFirst().map { ($0.width, $0.activation) }
+        var previous = encoder.last!.width
+        for (index, layer) in decoder.enumerated() {
+            let isOutput = index == decoder.count - 1
+            let chosen = isOutput && halves.count == 1 ? config.outputActivation
+                : layer.activation ?? (isOutput ? config.outputActivation : config.activation)
+            layers.append(Dense(name: "decoder.\(index)", inputs: previous, outputs: layer.width, activation: chosen))
+            previous = layer.width
+        }
+        guard previous == encoder[0].width else {
+            throw SpecProblem("the decoder ends at \(previous) values, not at the input's \(encoder[0].width)")
+        }
+        return (layers, encoder.count - 1)
     }
 
-    /// "conv:28x28x1/c32-p2-c32-p2/c32-u2-c32-u2-c1": input H×W×C, then the encoder's and the decoder's layers.
-    /// cF = F filters (options: kK kernel, default 3; sS stride; v for valid padding), pN = max-pool N, uN = upsample N;
-    /// ":act" after a layer sets its activation. The last layer takes the output activation.
-    private init(conv spec: String, config: ModelConfig, fail: (String) -> ConfigError, activation: (Substring) throws -> Activation) throws {
-        let sections = spec.dropFirst("conv:".count).split(separator: "/", omittingEmptySubsequences: false)
-        guard sections.count == 3 else { throw fail("needs three parts separated by '/': input shape, encoder layers, decoder layers") }
+    /// "28x28x1/c32-p2-c32-p2/c32-u2-c32-u2-c1": input H×W×C, then the encoder's and the decoder's layers, each
+    /// token parsed by its kind; ":act" after a layer sets its activation. The last layer takes the output activation.
+    private static func parseConv(_ spec: Substring, config: ModelConfig) throws -> ([any Layer], Int) {
+        let sections = spec.split(separator: "/", omittingEmptySubsequences: false)
+        guard sections.count == 3 else { throw SpecProblem("needs three parts separated by '/': input shape, encoder layers, decoder layers") }
         let dimensions = sections[0].split(separator: "x").compactMap { Int($0) }
         guard dimensions.count == 3, dimensions.allSatisfy({ $0 > 0 && $0 <= 1 << 20 }),
-              dimensions.reduce(1, { $0.multipliedReportingOverflow(by: $1).overflow ? Int.max : $0 * $1 }) <= Self.maxValuesPerSample else { throw fail("'\(sections[0])' is not an input shape H×W×C such as 28x28x1") }
+              dimensions.reduce(1, { $0.multipliedReportingOverflow(by: $1).overflow ? Int.max : $0 * $1 }) <= maxValuesPerSample else {
+            throw SpecProblem("'\(sections[0])' is not an input shape H×W×C such as 28x28x1")
+        }
         var shape = dimensions
-        var layers: [LayerSpec] = []
+        var layers: [any Layer] = []
         var encoderDepth = 0
         let encoderTokens = sections[1].split(separator: "-"), decoderTokens = sections[2].split(separator: "-")
-        guard !encoderTokens.isEmpty, !decoderTokens.isEmpty else { throw fail("the encoder and the decoder need at least one layer each") }
+        guard !encoderTokens.isEmpty, !decoderTokens.isEmpty else { throw SpecProblem("the encoder and the decoder need at least one layer each") }
         for (part, tokens) in [("encoder", encoderTokens), ("decoder", decoderTokens)] {
             for (index, token) in tokens.enumerated() {
                 let pieces = token.split(separator: ":", maxSplits: 1)
-                guard let body = pieces.first else { throw fail("empty layer '\(token)'") }
+                guard let body = pieces.first else { throw SpecProblem("empty layer '\(token)'") }
                 let isLast = part == "decoder" && index == tokens.count - 1
                 let chosen = pieces.count == 2 ? try activation(pieces[1]) : (isLast ? config.outputActivation : config.activation)
-                guard let letter = body.first, let rest = Optional(body.dropFirst()) else { throw fail("empty layer") }
-                func number(after prefix: Character, in text: Substring, default value: Int?) -> Int? {
-                    guard let start = text.firstIndex(of: prefix) else { return value }
-                    return Int(text[text.index(after: start)...].prefix { $0.isNumber })
+                let name = "\(part).\(index)"
+                guard let layer = try specLayerKinds.lazy.compactMap({ try $0.parse(body, name: name, inputShape: shape, activation: chosen) }).first else {
+                    throw SpecProblem("unknown layer '\(token)' (\(tokenHelp))")
                 }
-                let kind: LayerSpec.Kind
-                var output: [Int]
-                if "cpu".contains(letter) && shape.count != 3 {
-                    throw fail("'\(token)' needs an image (H×W×C) input but gets \(shape[0]) values; reshape first, e.g. r7x7x32")
+                if !layer.hasParameters && pieces.count == 2 {
+                    throw SpecProblem("'\(token)': pooling, upsampling and reshaping take no activation")
                 }
-                switch letter {
-                case "f":
-                    guard rest.isEmpty else { throw fail("'\(token)': flatten takes no argument (f)") }
-                    kind = .reshape
-                    output = [shape.reduce(1, *)]
-                case "d":
-                    guard shape.count == 1 else { throw fail("'\(token)' needs a flat input; flatten first with f") }
-                    guard let width = Int(rest), width > 0, width <= Self.maxValuesPerSample else { throw fail("'\(token)' is not a dense layer such as d64") }
-                    kind = .dense
-                    output = [width]
-                case "r":
-                    let dimensions = rest.split(separator: "x").compactMap { Int($0) }
-                    let count = dimensions.reduce(1) { $0.multipliedReportingOverflow(by: $1).overflow ? Int.max : $0 * $1 }
-                    guard dimensions.count == 3, dimensions.allSatisfy({ $0 > 0 }), count == shape.reduce(1, *) else {
-                        throw fail("'\(token)' is not a reshape of \(shape.reduce(1, *)) values into H×W×C, such as r7x7x32")
-                    }
-                    kind = .reshape
-                    output = dimensions
-                case "c":
-                    guard let filters = Int(rest.prefix { $0.isNumber }), filters > 0,
-                          let kernel = number(after: "k", in: rest, default: 3), kernel > 0,
-                          let stride = number(after: "s", in: rest, default: 1), stride > 0 else { throw fail("'\(token)' is not a conv layer such as c32, c32k5 or c16k3s2v") }
-                    let same = !rest.contains("v")
-                    let (height, width) = same ? ((shape[0] + stride - 1) / stride, (shape[1] + stride - 1) / stride)
-                        : ((shape[0] - kernel) / stride + 1, (shape[1] - kernel) / stride + 1)
-                    guard height > 0, width > 0, same || (shape[0] >= kernel && shape[1] >= kernel) else {
-                        throw fail("'\(token)' does not fit its \(shape[0])×\(shape[1]) input")
-                    }
-                    kind = .conv(filters: filters, kernel: kernel, stride: stride, samePadding: same)
-                    output = [height, width, filters]
-                case "p":
-                    guard let size = Int(rest), size > 0, shape[0] >= size, shape[1] >= size else { throw fail("'\(token)' is not a pooling layer that fits its \(shape[0])×\(shape[1]) input, such as p2") }
-                    kind = .maxPool(size: size)
-                    output = [shape[0] / size, shape[1] / size, shape[2]]
-                case "u":
-                    guard let factor = Int(rest), factor > 0, factor <= 1 << 12,
-                          shape[0].multipliedReportingOverflow(by: factor * factor).overflow == false else {
-                        throw fail("'\(token)' is not an upsampling layer such as u2")
-                    }
-                    kind = .upSample(factor: factor)
-                    output = [shape[0] * factor, shape[1] * factor, shape[2]]
-                default:
-                    throw fail("unknown layer '\(token)' (c = conv, p = max-pool, u = upsample, f = flatten, dN = dense, rHxWxC = reshape)")
-                }
-                let isParameterless: Bool
-                switch kind {
-                case .conv, .dense: isParameterless = false
-                default: isParameterless = true
-                }
-                if isParameterless && pieces.count == 2 { throw fail("'\(token)': pooling, upsampling and reshaping take no activation") }
-                // Specs may come from untrusted files: bound every activation before anything is allocated.
-                guard output.allSatisfy({ $0 > 0 && $0 <= 1 << 20 }),
-                      output.reduce(1, { $0.multipliedReportingOverflow(by: $1).overflow ? Int.max : $0 * $1 }) <= Self.maxValuesPerSample else {
-                    throw fail("'\(token)' makes \(output.map(String.init).joined(separator: "×")) values per sample, more than aedist's limit of \(Self.maxValuesPerSample)")
-                }
-                layers.append(LayerSpec(name: "\(part).\(index)", kind: kind, inputShape: shape, outputShape: output,
-                                        activation: isParameterless ? .linear : chosen))
-                shape = output
+                // Checked at once: the next token's kind computes with this output shape.
+                try checkOutputSize(layer)
+                layers.append(layer)
+                shape = layer.outputShape
             }
             if part == "encoder" { encoderDepth = layers.count }
         }
         guard shape == dimensions else {
-            throw fail("the decoder ends at \(shape.map(String.init).joined(separator: "×")), not at the input's \(dimensions.map(String.init).joined(separator: "×"))")
+            throw SpecProblem("the decoder ends at \(shape.map(String.init).joined(separator: "×")), not at the input's \(dimensions.map(String.init).joined(separator: "×"))")
         }
-        self.layers = layers
-        self.encoderDepth = encoderDepth
+        return (layers, encoderDepth)
+    }
+
+    private static func checkOutputSize(_ layer: any Layer) throws {
+        let output = layer.outputShape
+        guard output.allSatisfy({ $0 > 0 && $0 <= 1 << 20 }),
+              output.reduce(1, { $0.multipliedReportingOverflow(by: $1).overflow ? Int.max : $0 * $1 }) <= maxValuesPerSample else {
+            throw SpecProblem("\(layer.name) makes \(output.map(String.init).joined(separator: "×")) values per sample, more than aedist's limit of \(maxValuesPerSample)")
+        }
+    }
+
+    /// A spec may come from an untrusted file: refuse absurd sizes before anything is allocated.
+    private static func checkSizes(_ layers: [any Layer]) throws {
+        var total = 0
+        let tooMany = SpecProblem("more than \(maxParameters) parameters (\((maxParameters * 4) >> 30) GiB), aedist's limit")
+        for layer in layers {
+            try checkOutputSize(layer)
+            for (_, shape) in layer.parameterShapes {
+                var count = 1
+                for dimension in shape {
+                    let (product, overflow) = count.multipliedReportingOverflow(by: dimension)
+                    guard !overflow else { throw tooMany }
+                    count = product
+                }
+                guard total <= maxParameters - count else { throw tooMany }
+                total += count
+            }
+        }
     }
 
     /// 2³² float32 parameters (16 GiB), far beyond any autoencoder but small enough to fail before allocating.
@@ -295,7 +189,7 @@ public struct ModelArchitecture: Equatable, Sendable {
     /// the right number of values (flattened); image models need the image shape itself ([H, W] for one channel).
     public func mismatch(sampleShape shape: [Int]) -> String? {
         let count = shape.reduce(1, *)
-        if case .dense = layers[0].kind {
+        if inputShape.count == 1 {
             return count == inputSize ? nil : "\(count) values, but the model takes \(inputSize) inputs"
         }
         if shape == inputShape || (shape.count == 2 && shape + [1] == inputShape) { return nil }
@@ -306,12 +200,7 @@ public struct ModelArchitecture: Equatable, Sendable {
         return "shape \(described), but the model takes \(expected) images"
     }
 
-    public var description: String {
-        layers.map { layer in
-            if case .dense = layer.kind { return "\(layer.name) \(layer.inputSize)→\(layer.outputSize) \(layer.activation.rawValue)" }
-            return layer.description
-        }.joined(separator: ", ")
-    }
+    public var description: String { layers.map(\.description).joined(separator: ", ") }
 }
 
 /// Names, shapes and offsets of the tensors inside the flat parameter buffer.

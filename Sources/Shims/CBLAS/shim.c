@@ -1,4 +1,7 @@
+#define _GNU_SOURCE
 #include "cblas_shim.h"
+#include <sched.h>
+#include <stdint.h>
 #include <cblas.h>
 #if defined(__x86_64__) || defined(__i386__)
 #include <xmmintrin.h>
@@ -18,4 +21,17 @@ void aedblas_flush_denormals(void) {
     _MM_SET_FLUSH_ZERO_MODE(_MM_FLUSH_ZERO_ON);
     _MM_SET_DENORMALS_ZERO_MODE(_MM_DENORMALS_ZERO_ON);
 #endif
+}
+
+int aedblas_allowed_cores(unsigned long long *mask_hash) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) != 0) return 0;
+    // FNV-1a over the CPU numbers in the set: equal for processes that share the same CPUs.
+    unsigned long long hash = 0xcbf29ce484222325ULL;
+    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+        if (CPU_ISSET(cpu, &set)) hash = (hash ^ (unsigned long long)cpu) * 0x100000001b3ULL;
+    }
+    if (mask_hash) *mask_hash = hash;
+    return CPU_COUNT(&set);
 }

@@ -1,4 +1,4 @@
-// The only place aedist sees <cblas.h> and the CPU's floating-point control register.
+// The only place aedist sees <cblas.h>, the CPU's floating-point control register and its affinity mask.
 #ifndef AEDIST_CBLAS_SHIM_H
 #define AEDIST_CBLAS_SHIM_H
 
@@ -9,6 +9,9 @@ void aedblas_set_threads(int threads);
 int aedblas_threads(void);
 /// The kernel family OpenBLAS chose for this CPU (e.g. "Haswell", "SkylakeX"; "Prescott" means the slow fallback).
 const char *aedblas_corename(void);
+/// The CPUs this process may run on (its affinity mask, which taskset, Slurm cpusets and mpirun's binding set),
+/// or 0 when unknown; `mask_hash` identifies the set.
+int aedblas_allowed_cores(unsigned long long *mask_hash);
 /// Flush denormals to zero and treat denormal inputs as zero (FTZ + DAZ) on this thread.
 void aedblas_flush_denormals(void);
 

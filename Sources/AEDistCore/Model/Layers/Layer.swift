@@ -1,0 +1,98 @@
+/// One kind of layer: its shapes, its parameters and its kernels, forward and backward side by side, in one file
+/// per kind. A model is a list of these applied in order (`ModelArchitecture`), with every parameter in one flat
+/// buffer: each layer sees its own contiguous block (weight first, then bias) from offset 0.
+///
+/// Adding a kind: one file with a type conforming to `Layer`, and its name in `ModelArchitecture.specLayerKinds`.
+public protocol Layer: Sendable, CustomStringConvertible {
+    /// "encoder.0", "decoder.2": the prefix of its tensors in checkpoints.
+    var name: String { get }
+    /// Per-sample shapes: [D] for vectors, [H, W, C] for images (channels last).
+    var inputShape: [Int] { get }
+    var outputShape: [Int] { get }
+    /// Applied to the pre-activation to give the output (`.linear` for kinds without parameters).
+    var activation: Activation { get }
+    /// Parameter tensors in buffer order, PyTorch's names ("weight", "bias"); empty when the kind has none.
+    var parameterShapes: [(name: String, shape: [Int])] { get }
+    /// Inputs and outputs each weight connects, for Glorot/He initialisation (Keras's receptive-field counting).
+    var fan: (in: Int, out: Int) { get }
+    /// Floats of scratch the kernels need; the model allocates the largest any layer asks for, once.
+    var workspaceSize: Int { get }
+
+    /// Parses one layer token of a `conv:` spec ("c32k5s2v", "p2", "f", …) whose input has `inputShape`.
+    /// Returns nil when the token belongs to another kind; throws `SpecProblem` when it is this kind's but wrong.
+    static func parse(_ token: Substring, name: String, inputShape: [Int], activation: Activation) throws -> Self?
+
+    /// z = x·W + b into `preActivation`, y = f(z) into `output`, for `batch` rows. Kinds without parameters write
+    /// only `output`.
+    func forward(input: UnsafePointer<Float>, batch: Int, parameters: UnsafePointer<Float>,
+                 preActivation: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>,
+                 workspace: UnsafeMutablePointer<Float>)
+
+    /// From dL/dz (`outputGradient`, the gradient at the pre-activation): parameter gradients accumulate (+=) into
+    /// `gradients` (this layer's block), and dL/dx overwrites `inputGradient` when it is given.
+    func backward(input: UnsafePointer<Float>, output: UnsafePointer<Float>, batch: Int,
+                  outputGradient: UnsafePointer<Float>, parameters: UnsafePointer<Float>,
+                  gradients: UnsafeMutablePointer<Float>, inputGradient: UnsafeMutablePointer<Float>?,
+                  workspace: UnsafeMutablePointer<Float>)
+
+    /// The same layer with twice the outputs and no activation: a variational encoder's last layer, which gives
+    /// μ and log σ² side by side on the last axis. nil when this kind cannot end a variational encoder.
+    func doublingOutputs() -> Self?
+}
+
+/// What is wrong with one part of a model spec; `ModelArchitecture` adds the spec and examples to it.
+public struct SpecProblem: Error {
+    public let reason: String
+    public init(_ reason: String) { self.reason = reason }
+}
+
+extension Layer {
+    public var inputSize: Int { inputShape.reduce(1, *) }
+    public var outputSize: Int { outputShape.reduce(1, *) }
+    public var parameterCount: Int { parameterShapes.reduce(0) { $0 + $1.shape.reduce(1, *) } }
+    public var hasParameters: Bool { !parameterShapes.isEmpty }
+
+    public var parameterShapes: [(name: String, shape: [Int])] { [] }
+    public var fan: (in: Int, out: Int) { (inputSize, outputSize) }
+    public var workspaceSize: Int { 0 }
+    public var activation: Activation { .linear }
+    public func doublingOutputs() -> Self? { nil }
+
+    /// "28×28×1→28×28×32": how the start-up line and `inspect` show shapes.
+    var shapes: String {
+        "\(inputShape.map(String.init).joined(separator: "×"))→\(outputShape.map(String.init).joined(separator: "×"))"
+    }
+
+    /// Weights from the layer's own random stream (seed, layer index), uniform within the bound its activation's
+    /// scheme gives; biases and any further tensors start at zero (Keras and PyTorch both leave biases small; zero
+    /// keeps the stream independent of the bias count).
+    public func initialize(parameters: UnsafeMutablePointer<Float>, seed: UInt64, layerIndex: Int) {
+        guard let weight = parameterShapes.first else { return }
+        var random = RandomStream(seed: seed, RandomStream.Purpose.initialization.rawValue, UInt64(layerIndex))
+        let bound = activation.initialization.bound(fanIn: fan.in, fanOut: fan.out)
+        let weightCount = weight.shape.reduce(1, *)
+        for i in 0..<weightCount { parameters[i] = (2 * random.nextUnitFloat() - 1) * bound }
+        (parameters + weightCount).update(repeating: 0, count: parameterCount - weightCount)
+    }
+
+    /// Image kinds take H×W×C inputs.
+    static func requireImage(_ token: Substring, _ inputShape: [Int]) throws {
+        guard inputShape.count == 3 else {
+            throw SpecProblem("'\(token)' needs an image (H×W×C) input but gets \(inputShape.reduce(1, *)) values; reshape first, e.g. r7x7x32")
+        }
+    }
+}
+
+/// z += bias and y = f(z) in one pass over the freshly written (cache-warm) rows of a GEMM's result.
+func applyBiasAndActivation(preActivation z: UnsafeMutablePointer<Float>, output y: UnsafeMutablePointer<Float>, rows: Int,
+                            width: Int, bias: UnsafePointer<Float>, activation: Activation) {
+    for row in 0..<rows {
+        let z = z + row * width, y = y + row * width
+        switch activation {
+        case .relu: for j in 0..<width { let v = z[j] + bias[j]; z[j] = v; y[j] = v > 0 ? v : 0 }
+        case .linear: for j in 0..<width { let v = z[j] + bias[j]; z[j] = v; y[j] = v }
+        case .sigmoid: for j in 0..<width { let v = z[j] + bias[j]; z[j] = v; y[j] = FastMath.sigmoid(v) }
+        case .tanh, .leakyRelu: for j in 0..<width { let v = z[j] + bias[j]; z[j] = v; y[j] = activation.apply(v) }
+        }
+    }
+}

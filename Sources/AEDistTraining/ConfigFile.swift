@@ -18,9 +18,11 @@ public enum ConfigFile {
         }
         try checkKeys(top, section: "", path: path)
         do {
-            return try YAMLDecoder().decode(TrainingConfig.self, from: text)
+            return try TrainingConfig.decode(mergingOverDefaults: top)
         } catch let error as DecodingError {
             throw ConfigError("config file \(path): \(describe(error))")
+        } catch let error as ConfigError {
+            throw ConfigError("config file \(path): \(error.description)")
         }
     }
 

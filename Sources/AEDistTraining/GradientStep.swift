@@ -18,11 +18,11 @@ final class GradientStep {
     /// Marks the forward and backward phases (the trainer's; a fresh one records nothing).
     var timeline = StepTimeline(eventCapacity: 0)
 
-    init(model: Autoencoder, config: TrainingConfig, maxRows: Int, deterministicMicroBatch: Int? = nil) throws {
+    init(model: Autoencoder, config: TrainingConfig, maxRows: Int, deterministicMicroBatch: Int? = nil) {
         self.model = model
         lossKind = config.loss
         seed = config.schedule.seed
-        corruption = try Corruption(config.model.noise)
+        corruption = config.model.noise
         corruptedRows = FlatBuffer(count: corruption == .none ? 1 : maxRows * model.inputSize)
         microBatch = deterministicMicroBatch ?? maxRows
         exactSum = deterministicMicroBatch.map { ExactGradientSum(parameterCount: model.layout.totalCount,

@@ -22,14 +22,10 @@ extension Trainer {
             model.parameters.copy(from: checkpoint.parameters)
             try comm.together {
                 guard checkpoint.config.model == config.model else {
-                    let stored = checkpoint.config.model, asked = config.model
-                    let differing = [("--model", stored.spec != asked.spec), ("--activation", stored.activation != asked.activation),
-                                     ("--output-activation", stored.outputActivation != asked.outputActivation),
-                                     ("--noise", stored.noise != asked.noise), ("--l1-activity", stored.l1Activity != asked.l1Activity),
-                                     ("--variational", stored.variational != asked.variational), ("--beta", stored.beta != asked.beta),
-                                     ("--sparsity-target", stored.sparsityTarget != asked.sparsityTarget),
-                                     ("--sparsity-weight", stored.sparsityWeight != asked.sparsityWeight)].filter(\.1).map(\.0)
-                    throw RunFailure("\(checkpointPath) was trained as \(try ModelArchitecture(stored).description) with other model options (\(differing.joined(separator: ", "))) than this run's \(architecture.description); pass the options it was trained with (aedist inspect shows them), or a new --checkpoint-dir")
+                    var storedModel = config
+                    storedModel.model = checkpoint.config.model
+                    let differing = session.flagsThatDiffer(storedModel, config)
+                    throw RunFailure("\(checkpointPath) was trained as \(try ModelArchitecture(checkpoint.config.model).description) with other model options (\(differing.joined(separator: ", "))) than this run's \(architecture.description); pass the options it was trained with (aedist inspect shows them), or a new --checkpoint-dir")
                 }
                 guard checkpoint.optimizerName == config.optimizer.kind.rawValue else {
                     throw RunFailure("\(checkpointPath) holds \(checkpoint.optimizerName) state, but this run uses --optimizer \(config.optimizer.kind.rawValue)")
@@ -79,7 +75,7 @@ extension Trainer {
         // Rank 0's state is the truth: broadcasting it makes every replica start bit-identical.
         try comm.broadcast(model.parameters)
         for (_, buffer) in optimizer.state { try comm.broadcast(buffer) }
-        try comm.together { if comm.isRoot { try directory.rewriteMetrics(history) } }
+        try comm.together { if comm.isRoot { try directory.writeMetrics(history) } }
     }
 
     /// `latest.h5`'s target, or when that is damaged (truncated, failed checksum, inconsistent) the newest

@@ -177,13 +177,7 @@ final class StepTimeline {
                                 extra.name, Double(extra.start - earliest) / 1000, Double(extra.duration) / 1000))
         }
         let json = "{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n" + lines.joined(separator: ",\n") + "\n]}\n"
-        let temporary = path + ".tmp"
-        do {
-            try Data(json.utf8).write(to: URL(fileURLWithPath: temporary))
-            if rename(temporary, path) != 0 { throw RunFailure("cannot rename \(temporary) to \(path): \(String(cString: strerror(errno)))") }
-        } catch let failure as RunFailure {
-            throw failure
-        } catch {
+        do { try AtomicFile.write(Data(json.utf8), to: path) } catch {
             throw RunFailure("cannot write the timeline \(path): \(userMessage(error))")
         }
         return perRank.reduce(0) { $0 + $1.count }

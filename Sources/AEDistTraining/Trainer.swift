@@ -70,7 +70,7 @@ public final class Trainer {
         model = Autoencoder(architecture: architecture, maxBatch: rows, gradients: message.gradients)
         model.codePenalty = CodePenalty(l1: Float(config.model.l1Activity), sparsity: sparsity)
         model.klWeight = Float(config.model.beta / Double(architecture.inputSize))
-        gradientStep = try GradientStep(model: model, config: config, maxRows: rows, deterministicMicroBatch: setup.deterministicMicroBatch)
+        gradientStep = GradientStep(model: model, config: config, maxRows: rows, deterministicMicroBatch: setup.deterministicMicroBatch)
         optimizer = Optimizer(config: config.optimizer, parameterCount: model.layout.totalCount)
         validationRows = FlatBuffer(count: rows * architecture.inputSize)
 
@@ -265,7 +265,7 @@ public final class Trainer {
         history.append(metrics)
         timeline.resume()
         try saveCheckpoint(isBest: !validation.loss.isNaN && validation.loss < bestValLoss)
-        try communicator.together { if communicator.isRoot { try directory.appendMetrics(metrics) } }
+        try communicator.together { if communicator.isRoot { try directory.writeMetrics(history) } }
         timeline.mark(.checkpoint, step: progress.globalStep)
         console.line(epochLine(metrics, trainKL: trainKL, validation: validation, seconds: trainSeconds))
         if validation.outputSpread < 1e-6 {

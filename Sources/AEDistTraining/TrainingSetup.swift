@@ -32,15 +32,20 @@ public struct SessionOptions {
     public var timelinePath: String?
     /// Faults on purpose, for the tests of failure handling (`AEDIST_FAULT` sets it from the command line).
     public var fault: FaultInjection?
+    /// The names under which the user set the values two configurations differ in (the command line's flags; the
+    /// config file's keys by default), for messages that say what to pass.
+    public var flagsThatDiffer: @Sendable (TrainingConfig, TrainingConfig) -> [String]
 
     public init(resume: ResumeRequest = .none, timeLimit: TimeInterval? = nil, startTime: Date = Date(), mpiStart: Date? = nil,
-                timelinePath: String? = nil, fault: FaultInjection? = nil) {
+                timelinePath: String? = nil, fault: FaultInjection? = nil,
+                flagsThatDiffer: @escaping @Sendable (TrainingConfig, TrainingConfig) -> [String] = { $0.differingKeys(from: $1) }) {
         self.resume = resume
         self.timeLimit = timeLimit
         self.startTime = startTime
         self.mpiStart = mpiStart
         self.timelinePath = timelinePath
         self.fault = fault
+        self.flagsThatDiffer = flagsThatDiffer
     }
 }
 
@@ -66,7 +71,7 @@ struct TrainingSetup {
         self.directory = directory
         try comm.together { if comm.isRoot { try directory.prepare() } }
 
-        let (train, validation) = try comm.together { try Self.openData(config.data) }
+        let (train, validation) = try comm.together { try Self.openData(config.data, loss: config.loss) }
         trainSet = train
         valSet = validation
         let architecture = self.architecture
@@ -88,7 +93,17 @@ struct TrainingSetup {
     /// Samples per micro-batch in deterministic mode; nil otherwise.
     var deterministicMicroBatch: Int? { config.schedule.deterministic ? config.schedule.microBatch : nil }
 
-    static func openData(_ data: DataConfig) throws -> (SampleSet, SampleSet?) {
+    /// Binary cross-entropy is a loss for targets in [0, 1]; others give it negative "losses" and train on nonsense.
+    static func requirement(for loss: LossKind) -> ValueRequirement? {
+        switch loss {
+        case .bce: return ValueRequirement(range: 0...1, reason: "--loss bce needs targets in [0, 1]",
+                                           remedy: "rescale them with --scale (or the dataset's 'scale' attribute), or use --loss mse")
+        case .mse: return nil
+        }
+    }
+
+    static func openData(_ data: DataConfig, loss: LossKind) throws -> (SampleSet, SampleSet?) {
+        let requirement = requirement(for: loss)
         guard let path = data.path ?? EmbeddedData.mnistPath else {
             throw RunFailure("the embedded MNIST subset is missing from this build; pass --data FILE.h5")
         }
@@ -102,15 +117,15 @@ struct TrainingSetup {
                 throw RunFailure("--val-fraction \(fraction) of \(total) samples in \(path):\(data.trainDataset) leaves no training or no validation rows")
             }
             let train = try SampleSet(file: file, datasetPath: data.trainDataset, rows: 0..<(total - held),
-                                      scale: data.scale, cache: data.cache, channelsFirst: data.channelsFirst)
+                                      scale: data.scale, cache: data.cache, channelsFirst: data.channelsFirst, requiring: requirement)
             let validation = try SampleSet(file: file, datasetPath: data.trainDataset, rows: (total - held)..<total,
-                                           scale: data.scale, cache: data.cache, channelsFirst: data.channelsFirst)
+                                           scale: data.scale, cache: data.cache, channelsFirst: data.channelsFirst, requiring: requirement)
             return (train, validation)
         }
         let train = try SampleSet(file: file, datasetPath: data.trainDataset, scale: data.scale, cache: data.cache,
-                                  channelsFirst: data.channelsFirst)
+                                  channelsFirst: data.channelsFirst, requiring: requirement)
         let validation = try data.valDataset.map {
-            try SampleSet(file: file, datasetPath: $0, scale: data.scale, cache: data.cache, channelsFirst: data.channelsFirst)
+            try SampleSet(file: file, datasetPath: $0, scale: data.scale, cache: data.cache, channelsFirst: data.channelsFirst, requiring: requirement)
         }
         return (train, validation)
     }

@@ -148,7 +148,7 @@ public final class TrainedModel {
     public func evaluate(_ set: SampleSet) throws -> EvaluationResult {
         model.sampleCode = true
         defer { model.sampleCode = false }
-        let pass = try GradientStep(model: model, config: config, maxRows: Self.rowsPerPass)
+        let pass = GradientStep(model: model, config: config, maxRows: Self.rowsPerPass)
         return try pass.evaluate(set, rows: FlatBuffer(count: Self.rowsPerPass * architecture.inputSize), communicator: communicator)
     }
 
@@ -168,10 +168,11 @@ public final class TrainedModel {
                 ($0.baseAddress! + (rows.lowerBound - mine.lowerBound) * width).update(from: source, count: rows.count * width)
             }
         }
-        let temporary = try comm.broadcast(comm.isRoot ? "\(path).tmp-\(getpid())" : "")
+        let temporary = try comm.broadcast(comm.isRoot ? AtomicFile.temporaryPath(for: path) : "")
+        defer { if comm.isRoot { unlink(temporary) } }
         try comm.together {
             guard comm.isRoot else { return }
-            try? FileManager.default.removeItem(atPath: temporary)
+            unlink(temporary)
             let file = try HDF5File.create(temporary)
             let dataset = try file.root.createDataset(name, shape: shape)
             try dataset.setAttribute("checkpoint", checkpointPath)
@@ -189,12 +190,56 @@ public final class TrainedModel {
                 try file.close()
             }
         }
-        try comm.together {
-            guard comm.isRoot else { return }
-            guard rename(temporary, path) == 0 else {
-                throw RunFailure("cannot move \(temporary) to \(path): \(String(cString: strerror(errno)))")
+        try comm.together { if comm.isRoot { try AtomicFile.commit(temporary, to: path) } }
+    }
+}
+
+extension TrainedModel {
+    /// Anomaly scores to `output` (HDF5: /scores, and /is_anomaly given a threshold) and to `csv`, each atomically.
+    public func writeScores(_ scores: [Double], threshold: (value: Double, percentile: Double)?, truth: [Bool]?,
+                            to output: String, csv: String) throws {
+        try AtomicFile.write(to: output) { temporary in
+            let file = try HDF5File.create(temporary)
+            let dataset = try file.root.write("scores", doubles: scores)
+            try dataset.setAttribute("checkpoint", checkpointPath)
+            try dataset.setAttribute("meaning", "mean squared reconstruction error per sample")
+            if let threshold {
+                try dataset.setAttribute("threshold", threshold.value)
+                try dataset.setAttribute("percentile", threshold.percentile)
+                try file.root.write("is_anomaly", integers: scores.map { $0 > threshold.value ? 1 : 0 })
             }
+            try file.close()
         }
+        var lines = ["index,score" + (threshold == nil ? "" : ",flagged") + (truth == nil ? "" : ",anomaly")]
+        for (index, score) in scores.enumerated() {
+            var line = "\(index),\(String(format: "%.8g", score))"
+            if let threshold { line += score > threshold.value ? ",1" : ",0" }
+            if let truth { line += truth[index] ? ",1" : ",0" }
+            lines.append(line)
+        }
+        try AtomicFile.write(Data((lines.joined(separator: "\n") + "\n").utf8), to: csv)
+    }
+
+    /// Generated samples (/generated) and a latent interpolation (/interpolation) to `output`, and when asked a PNG
+    /// grid of both (a dense model of square images, 784 = 28×28, draws them as grey squares).
+    public func writeGenerated(_ generated: [[Float]], interpolation: [[Float]]?, to output: String, png: String?) throws {
+        let shape = architecture.inputShape
+        try AtomicFile.write(to: output) { temporary in
+            let file = try HDF5File.create(temporary)
+            for (name, rows) in [("generated", generated), ("interpolation", interpolation ?? [])] where !rows.isEmpty {
+                let values = rows.flatMap { $0 }
+                try values.withUnsafeBufferPointer { _ = try file.root.write(name, shape: [rows.count] + shape, floats: $0) }
+            }
+            try file.close()
+        }
+        guard let png else { return }
+        let side = Int(Double(shape.reduce(1, *)).squareRoot().rounded())
+        let picture = shape.count == 3 || shape.count == 2 ? shape : side * side == shape[0] ? [side, side, 1] : []
+        guard !picture.isEmpty else { throw RunFailure("--png needs images; this model makes samples of \(shape[0]) values, not a square") }
+        let columns = Int(Double(generated.count).squareRoot().rounded(.up))
+        var grid = stride(from: 0, to: generated.count, by: columns).map { Array(generated[$0..<min($0 + columns, generated.count)]) }
+        if let interpolation { grid.append(interpolation) }
+        try Pictures.grid(grid, shape: picture.count == 2 ? picture + [1] : picture).writePNG(to: png)
     }
 }
 

@@ -11,9 +11,9 @@ struct GenerateCommand: ParsableCommand {
 
     @Argument(help: "A checkpoint of a model trained with --variational.")
     var checkpoint: String
-    @Option(help: "How many samples to generate (default: 64).")
+    @Option(help: "How many samples to generate.")
     var count = 64
-    @Option(help: "Seed of the random codes (default: 0).")
+    @Option(help: "Seed of the random codes.")
     var seed: UInt64 = 0
     @Option(help: ArgumentHelp("HDF5 file to create, with /generated (and /interpolation).", valueName: "file.h5"))
     var output: String
@@ -23,9 +23,9 @@ struct GenerateCommand: ParsableCommand {
     var interpolate: String?
     @Option(help: ArgumentHelp("HDF5 file of the samples to interpolate between (default: the embedded MNIST subset).", valueName: "file.h5"))
     var data: String?
-    @Option(help: ArgumentHelp("Dataset of those samples (default: /val/x).", valueName: "path"))
+    @Option(help: ArgumentHelp("Dataset of those samples.", valueName: "path"))
     var dataset = "/val/x"
-    @Option(help: "Steps of the interpolation (default: 10).")
+    @Option(help: "Steps of the interpolation.")
     var steps = 10
 
     func validate() throws {
@@ -39,35 +39,13 @@ struct GenerateCommand: ParsableCommand {
     func run() throws {
         try runOnEveryRank { world, console in
             let model = try TrainedModel(checkpointPath: checkpoint, communicator: world)
-            let shape = model.architecture.inputShape
             let generated = try world.together { try model.generate(count: count, seed: seed) }
             let path: [[Float]]? = try interpolate.map { text in
                 let ends = text.split(separator: ",").compactMap { Int($0) }
                 let samples = try model.open(data: data, dataset: dataset, scale: nil)
                 return try world.together { try model.interpolate(samples, from: ends[0], to: ends[1], steps: steps) }
             }
-            try world.together {
-                guard world.isRoot else { return }
-                let temporary = "\(output).tmp-\(getpid())"
-                try? FileManager.default.removeItem(atPath: temporary)
-                let file = try HDF5File.create(temporary)
-                for (name, rows) in [("generated", generated), ("interpolation", path ?? [])] where !rows.isEmpty {
-                    let values = rows.flatMap { $0 }
-                    try values.withUnsafeBufferPointer { _ = try file.root.write(name, shape: [rows.count] + shape, floats: $0) }
-                }
-                try file.close()
-                guard rename(temporary, output) == 0 else { throw RunFailure("cannot move \(temporary) to \(output)") }
-                if let png {
-                    // A dense model of square images (784 = 28×28) draws them as grey squares.
-                    let side = Int(Double(shape.reduce(1, *)).squareRoot().rounded())
-                    let picture = shape.count == 3 || shape.count == 2 ? shape : side * side == shape[0] ? [side, side, 1] : []
-                    guard !picture.isEmpty else { throw RunFailure("--png needs images; this model makes samples of \(shape[0]) values, not a square") }
-                    let columns = Int(Double(count).squareRoot().rounded(.up))
-                    var grid = stride(from: 0, to: generated.count, by: columns).map { Array(generated[$0..<min($0 + columns, generated.count)]) }
-                    if let path { grid.append(path) }
-                    try Pictures.grid(grid, shape: picture.count == 2 ? picture + [1] : picture).writePNG(to: png)
-                }
-            }
+            try world.together { if world.isRoot { try model.writeGenerated(generated, interpolation: path, to: output, png: png) } }
             console.line("wrote \(count) generated samples\(path == nil ? "" : " and a \(steps)-step interpolation") to \(output)\(png.map { " and \($0)" } ?? "")")
             return 0
         }

@@ -12,7 +12,7 @@ struct PlotCommand: ParsableCommand {
     @Argument(help: "The checkpoint, e.g. checkpoints/latest.h5.")
     var checkpoint: String
 
-    @Option(help: ArgumentHelp("PNG file to write (default: loss.png).", valueName: "file.png"))
+    @Option(help: ArgumentHelp("PNG file to write.", valueName: "file.png"))
     var output = "loss.png"
 
     func run() throws {

@@ -4,14 +4,7 @@ import AEDistTraining
 import ArgumentParser
 import Foundation
 
-extension Activation: ExpressibleByArgument {}
-extension LossKind: ExpressibleByArgument {}
-extension OptimizerConfig.Kind: ExpressibleByArgument {}
-extension DataConfig.CachePolicy: ExpressibleByArgument {}
-extension ScheduleConfig.LearningRateSchedule: ExpressibleByArgument {}
-
-/// `aedist train`. Options are optional so that only the flags a user types override the config file; the help
-/// text names each default.
+/// `aedist train`. Options are optional so that only the flags a user types override the config file.
 struct TrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train",
@@ -28,102 +21,103 @@ struct TrainCommand: ParsableCommand {
     @Option(help: ArgumentHelp("YAML or JSON config file (keys as in a checkpoint's config).", valueName: "file.yaml"))
     var config: String?
 
+    // Every option below sets one value of TrainingConfig: its default is printed from there, and `configFlags`
+    // (after the options) says which. Numbers parse unconditionally so that `--lr -1` reaches validation.
+
     // Data
-    @Option(help: ArgumentHelp("HDF5 file with the samples (default: the embedded MNIST subset).", valueName: "file.h5"))
-    var data: String?
-    @Option(help: ArgumentHelp("Dataset of training samples, N×D or N×H×W×C (default: /train/x).", valueName: "path"))
+    @OptionGroup var samples: SampleFile
+    @Option(help: .config("Dataset of training samples, N×D or N×H×W×C.", \.data.trainDataset, valueName: "path"))
     var trainDataset: String?
-    @Option(help: ArgumentHelp("Dataset of validation samples, or 'none' (default: /val/x).", valueName: "path"))
+    @Option(help: .config("Dataset of validation samples, or 'none'.", \.data.valDataset, valueName: "path"))
     var valDataset: String?
-    @Option(help: ArgumentHelp("Hold out this fraction of the training rows (the last ones) for validation instead of --val-dataset.", valueName: "fraction"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("Hold out this fraction of the training rows (the last ones) for validation instead of --val-dataset.", valueName: "fraction"))
     var valFraction: Double?
-    @Option(help: ArgumentHelp("Multiply input values by this (default: the dataset's 'scale' attribute, else 1/255 for uint8, else 1).", valueName: "factor"))
-    var scale: Double?
-    @Option(help: "Keep samples in memory: auto (if ≤ 2 GiB), always, never (default: auto).")
+    @Option(help: .config("Keep samples in memory: auto (if ≤ 2 GiB as float32), always, never.", \.data.cache))
     var cache: DataConfig.CachePolicy?
     @Flag(help: "Images are stored N×C×H×W (PyTorch's order) instead of N×H×W×C.")
     var channelsFirst = false
 
     // Model and loss
-    @Option(help: ArgumentHelp("Model: dense:IN-H1-…-CODE, decoder mirrored; a width may carry an activation, e.g. dense:784-256:tanh-32:linear (default: dense:784-32).", valueName: "spec"))
+    @Option(help: .config("Model: dense:IN-H1-…-CODE (decoder mirrored; a width may carry an activation, e.g. dense:784-256:tanh-32:linear) or conv:H×W×C/ENCODER/DECODER (see docs/models.md).", \.model.spec, valueName: "spec"))
     var model: String?
-    @Option(help: "Hidden-layer activation: relu, leaky_relu, tanh, sigmoid, linear (default: relu).")
+    @Option(help: .config("Hidden-layer activation.", \.model.activation))
     var activation: Activation?
-    @Option(help: "Output activation (default: sigmoid).")
+    @Option(help: .config("Output activation.", \.model.outputActivation))
     var outputActivation: Activation?
-    @Option(help: "Loss: bce (binary cross-entropy, from logits) or mse (default: bce).")
+    @Option(help: .config("Loss: bce (binary cross-entropy, from logits; targets in [0, 1]) or mse.", \.loss))
     var loss: LossKind?
-    @Option(help: ArgumentHelp("Denoising: corrupt inputs with gaussian:SIGMA (then clipped to [0, 1]) or mask:FRACTION; the target stays the clean sample (default: none).", valueName: "kind:amount"))
-    var noise: String?
-    @Option(help: ArgumentHelp("Sparse autoencoder: L1 activity penalty λ·Σ|code| per sample (default: 0).", valueName: "lambda"))
+    @Option(help: .config("Denoising: corrupt inputs with gaussian:SIGMA (then clipped to [0, 1]) or mask:FRACTION; the target stays the clean sample.", \.model.noise, valueName: "kind:amount"),
+            transform: { try Corruption($0) })
+    var noise: Corruption?
+    @Option(parsing: .unconditional, help: .config("Sparse autoencoder: L1 activity penalty λ·Σ|code| per sample.", \.model.l1Activity, valueName: "lambda"))
     var l1Activity: Double?
-    @Option(help: ArgumentHelp("Sparse autoencoder, KL form: target mean activation ρ of the (sigmoid) code units (default: 0, off).", valueName: "rho"))
+    @Option(parsing: .unconditional, help: .config("Sparse autoencoder, KL form: target mean activation ρ of the (sigmoid) code units; 0 is off.", \.model.sparsityTarget, valueName: "rho"))
     var sparsityTarget: Double?
-    @Option(help: ArgumentHelp("Weight of the KL sparsity penalty (default: 1).", valueName: "weight"))
+    @Option(parsing: .unconditional, help: .config("Weight of the KL sparsity penalty.", \.model.sparsityWeight, valueName: "weight"))
     var sparsityWeight: Double?
     @Flag(help: "Variational autoencoder: the encoder's last layer gives μ and log σ² of the code (twice its width), the decoder starts from a sample z = μ + σ·ε, and the loss adds β·KL.")
     var variational = false
-    @Option(help: "Weight β of the KL term of a variational model, per value of the sample (default: 1).")
+    @Option(parsing: .unconditional, help: .config("Weight β of the KL term of a variational model, per value of the sample.", \.model.beta))
     var beta: Double?
 
     // Optimizer
-    @Option(help: "Optimizer: sgd, adam, adamw, rmsprop (default: adam).")
+    @Option(help: .config("Optimizer (PyTorch's update rules).", \.optimizer.kind))
     var optimizer: OptimizerConfig.Kind?
-    @Option(help: ArgumentHelp("Learning rate (default: 0.001).", valueName: "rate"))
+    @Option(parsing: .unconditional, help: .config("Learning rate.", \.optimizer.learningRate, valueName: "rate"))
     var lr: Double?
-    @Option(help: "Momentum for sgd and rmsprop (default: 0).")
+    @Option(parsing: .unconditional, help: .config("Momentum for sgd and rmsprop.", \.optimizer.momentum))
     var momentum: Double?
     @Flag(help: "Nesterov momentum (sgd).")
     var nesterov = false
-    @Option(help: "Adam β1 (default: 0.9).")
+    @Option(parsing: .unconditional, help: .config("Adam β1.", \.optimizer.beta1))
     var beta1: Double?
-    @Option(help: "Adam β2 (default: 0.999).")
+    @Option(parsing: .unconditional, help: .config("Adam β2.", \.optimizer.beta2))
     var beta2: Double?
-    @Option(help: "RMSprop smoothing constant, PyTorch's alpha (default: 0.99).")
+    @Option(parsing: .unconditional, help: .config("RMSprop smoothing constant, PyTorch's alpha.", \.optimizer.rho))
     var rho: Double?
-    @Option(help: "Denominator epsilon for adam, adamw, rmsprop (default: 1e-8).")
+    @Option(parsing: .unconditional, help: .config("Denominator epsilon for adam, adamw, rmsprop.", \.optimizer.epsilon))
     var epsilon: Double?
-    @Option(help: "Weight decay: L2 added to the gradient (sgd, adam, rmsprop) or decoupled (adamw) (default: 0).")
+    @Option(parsing: .unconditional, help: .config("Weight decay: L2 added to the gradient (sgd, adam, rmsprop) or decoupled (adamw).", \.optimizer.weightDecay))
     var weightDecay: Double?
-    @Option(help: ArgumentHelp("Clip the averaged gradient to this global L2 norm (default: 0, off).", valueName: "norm"))
+    @Option(parsing: .unconditional, help: .config("Clip the averaged gradient to this global L2 norm; 0 is off.", \.optimizer.clipNorm, valueName: "norm"))
     var clipNorm: Double?
-    @Option(help: "Learning-rate schedule: constant, step (× --gamma every --step-epochs), cosine (to --min-lr) (default: constant).")
+    @Option(help: .config("Learning-rate schedule: constant, step (× --gamma every --step-epochs), cosine (to --min-lr).", \.schedule.lrSchedule))
     var lrSchedule: ScheduleConfig.LearningRateSchedule?
-    @Option(help: ArgumentHelp("Linear learning-rate warm-up over this many epochs (default: 0).", valueName: "epochs"))
+    @Option(parsing: .unconditional, help: .config("Linear learning-rate warm-up over this many epochs.", \.schedule.warmupEpochs, valueName: "epochs"))
     var warmupEpochs: Double?
-    @Option(help: ArgumentHelp("Step schedule: epochs between decays (default: 10).", valueName: "n"))
+    @Option(parsing: .unconditional, help: .config("Step schedule: epochs between decays.", \.schedule.stepEpochs, valueName: "n"))
     var stepEpochs: Int?
-    @Option(help: "Step schedule: decay factor (default: 0.1).")
+    @Option(parsing: .unconditional, help: .config("Step schedule: decay factor.", \.schedule.gamma))
     var gamma: Double?
-    @Option(help: "Cosine schedule: final learning rate (default: 0).")
+    @Option(parsing: .unconditional, help: .config("Cosine schedule: final learning rate.", \.schedule.minLR))
     var minLr: Double?
-    @Option(help: ArgumentHelp("Stop when the validation loss has not improved for this many epochs (default: 0, off).", valueName: "epochs"))
+    @Option(parsing: .unconditional, help: .config("Stop when the validation loss has not improved for this many epochs; 0 is off.", \.schedule.earlyStoppingPatience, valueName: "epochs"))
     var earlyStoppingPatience: Int?
-    @Option(help: "Early stopping: the smallest decrease that counts as an improvement (default: 0).")
+    @Option(parsing: .unconditional, help: .config("Early stopping: the smallest decrease that counts as an improvement.", \.schedule.minDelta))
     var minDelta: Double?
 
     // Schedule
-    @Option(help: ArgumentHelp("Epochs to train in all, counting those a resumed checkpoint already did (default: 10).", valueName: "n"))
+    @Option(parsing: .unconditional, help: .config("Epochs to train in all, counting those a resumed checkpoint already did.", \.schedule.epochs, valueName: "n"))
     var epochs: Int?
-    @Option(help: ArgumentHelp("Global batch size, summed over all ranks (default: 256).", valueName: "n"))
+    @Option(parsing: .unconditional, help: .config("Global batch size, summed over all ranks.", \.schedule.batchSize, valueName: "n"))
     var batchSize: Int?
-    @Option(help: ArgumentHelp("Seed for initialisation and shuffling (default: 0).", valueName: "n"))
+    @Option(parsing: .unconditional, help: .config("Seed for initialisation and shuffling.", \.schedule.seed, valueName: "n"))
     var seed: UInt64?
     @Flag(help: "Bit-identical parameters whatever the number of ranks, and across any stop and resume: gradients of fixed micro-batches are summed exactly (fixed-point integers); one BLAS thread per rank.")
     var deterministic = false
-    @Option(help: ArgumentHelp("Samples per micro-batch with --deterministic (default: 32).", valueName: "n"))
+    @Option(parsing: .unconditional, help: .config("Samples per micro-batch with --deterministic.", \.schedule.microBatch, valueName: "n"))
     var microBatch: Int?
-    @Option(help: ArgumentHelp("Add up the gradients of this many global batches before each optimizer step: one all-reduce per step, an effective batch this many times larger (default: 1).", valueName: "k"))
+    @Option(parsing: .unconditional, help: .config("Add up the gradients of this many global batches before each optimizer step: one all-reduce per step, an effective batch this many times larger.", \.schedule.accumulation, valueName: "k"))
     var accumulate: Int?
 
     // Checkpoints
-    @Option(help: ArgumentHelp("Folder for checkpoints and metrics.csv (default: checkpoints).", valueName: "dir"))
+    @Option(help: .config("Folder for checkpoints and metrics.csv.", \.run.checkpointDir, valueName: "dir"))
     var checkpointDir: String?
-    @Option(help: ArgumentHelp("Keep the newest K checkpoints, plus the best (default: 3).", valueName: "k"))
+    @Option(parsing: .unconditional, help: .config("Keep the newest K checkpoints, plus the best.", \.run.keep, valueName: "k"))
     var keep: Int?
-    @Option(help: ArgumentHelp("Also checkpoint every N steps (default: 0, at epoch ends only).", valueName: "n"))
+    @Option(parsing: .unconditional, help: .config("Also checkpoint every N steps; 0: at epoch ends only.", \.run.checkpointEvery, valueName: "n"))
     var checkpointEvery: Int?
-    @Option(help: ArgumentHelp("Compare a checksum of every replica's parameters every N steps; a mismatch stops the run (default: 100; 0: only at the end).", valueName: "n"))
+    @Option(parsing: .unconditional, help: .config("Compare a checksum of every replica's parameters every N steps; a mismatch stops the run; 0: only at the end.", \.run.driftCheckEvery, valueName: "n"))
     var driftCheckEvery: Int?
     @Option(help: ArgumentHelp("Continue from a checkpoint: 'auto' (the folder's latest.h5, or start fresh if none) or a file.", valueName: "auto|path"))
     var resume: String?
@@ -132,65 +126,75 @@ struct TrainCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Wall-clock budget (3600, 90m, 12h, HH:MM:SS or Slurm's D-HH:MM:SS): checkpoint and exit with status 75 before it runs out, with a margin measured from the slowest step and checkpoint. SIGTERM, SIGUSR1 and SIGUSR2 do the same at the next step.", valueName: "duration"))
     var timeLimit: String?
 
-    @Option(help: ArgumentHelp("Abort the job when a collective (e.g. a step's all-reduce) waits longer than this many seconds: a rank died, was stopped, or is stuck in I/O (default: 600).", valueName: "seconds"))
-    var collectiveTimeout: Double?
+    @Option(parsing: .unconditional, help: ArgumentHelp("Abort the job when a collective (e.g. a step's all-reduce) waits longer than this many seconds: a rank died, was stopped, or is stuck in I/O.", valueName: "seconds"))
+    var collectiveTimeout: Double = 600
 
     // Performance
     @Option(help: ArgumentHelp("Write every rank's step phases (data wait, forward, backward, all-reduce, optimizer) as a Chrome-trace timeline to this JSON file, for ui.perfetto.dev or chrome://tracing.", valueName: "file.json"))
     var timeline: String?
 
     // Machine
-    @Option(help: ArgumentHelp("BLAS threads per rank (default: cores on the node / ranks on the node).", valueName: "n"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("BLAS threads per rank (default: the rank's CPUs ÷ the ranks on the node sharing them).", valueName: "n"))
     var blasThreads: Int?
+
+    /// Which TrainingConfig value each option sets: one row per option.
+    static let configFlags: [ConfigFlag<TrainCommand>] = [
+        .init("--data", \.samples.data, \.data.path) { $0 },
+        .init("--train-dataset", \.trainDataset, \.data.trainDataset),
+        .init("--val-dataset", \.valDataset, \.data.valDataset) { $0 == "none" ? nil : $0 },
+        .init("--val-fraction", \.valFraction, \.data.valFraction) { $0 },
+        .init("--scale", \.samples.scale, \.data.scale) { $0 },
+        .init("--cache", \.cache, \.data.cache),
+        .init("--channels-first", \.channelsFirst, \.data.channelsFirst),
+        .init("--model", \.model, \.model.spec),
+        .init("--activation", \.activation, \.model.activation),
+        .init("--output-activation", \.outputActivation, \.model.outputActivation),
+        .init("--loss", \.loss, \.loss),
+        .init("--noise", \.noise, \.model.noise),
+        .init("--l1-activity", \.l1Activity, \.model.l1Activity),
+        .init("--sparsity-target", \.sparsityTarget, \.model.sparsityTarget),
+        .init("--sparsity-weight", \.sparsityWeight, \.model.sparsityWeight),
+        .init("--variational", \.variational, \.model.variational),
+        .init("--beta", \.beta, \.model.beta),
+        .init("--optimizer", \.optimizer, \.optimizer.kind),
+        .init("--lr", \.lr, \.optimizer.learningRate),
+        .init("--momentum", \.momentum, \.optimizer.momentum),
+        .init("--nesterov", \.nesterov, \.optimizer.nesterov),
+        .init("--beta1", \.beta1, \.optimizer.beta1),
+        .init("--beta2", \.beta2, \.optimizer.beta2),
+        .init("--rho", \.rho, \.optimizer.rho),
+        .init("--epsilon", \.epsilon, \.optimizer.epsilon),
+        .init("--weight-decay", \.weightDecay, \.optimizer.weightDecay),
+        .init("--clip-norm", \.clipNorm, \.optimizer.clipNorm),
+        .init("--lr-schedule", \.lrSchedule, \.schedule.lrSchedule),
+        .init("--warmup-epochs", \.warmupEpochs, \.schedule.warmupEpochs),
+        .init("--step-epochs", \.stepEpochs, \.schedule.stepEpochs),
+        .init("--gamma", \.gamma, \.schedule.gamma),
+        .init("--min-lr", \.minLr, \.schedule.minLR),
+        .init("--early-stopping-patience", \.earlyStoppingPatience, \.schedule.earlyStoppingPatience),
+        .init("--min-delta", \.minDelta, \.schedule.minDelta),
+        .init("--epochs", \.epochs, \.schedule.epochs),
+        .init("--batch-size", \.batchSize, \.schedule.batchSize),
+        .init("--seed", \.seed, \.schedule.seed),
+        .init("--deterministic", \.deterministic, \.schedule.deterministic),
+        .init("--micro-batch", \.microBatch, \.schedule.microBatch),
+        .init("--accumulate", \.accumulate, \.schedule.accumulation),
+        .init("--checkpoint-dir", \.checkpointDir, \.run.checkpointDir),
+        .init("--keep", \.keep, \.run.keep),
+        .init("--checkpoint-every", \.checkpointEvery, \.run.checkpointEvery),
+        .init("--drift-check-every", \.driftCheckEvery, \.run.driftCheckEvery),
+    ]
 
     /// The run's configuration: defaults, then the config file, then the flags given.
     func resolvedConfig() throws -> TrainingConfig {
-        var c = try config.map(ConfigFile.load) ?? TrainingConfig()
-        if let data { c.data.path = data }
-        if let trainDataset { c.data.trainDataset = trainDataset }
-        if let valDataset { c.data.valDataset = valDataset == "none" ? nil : valDataset }
-        if let valFraction { c.data.valFraction = valFraction }
-        if let scale { c.data.scale = scale }
-        if let cache { c.data.cache = cache }
-        if channelsFirst { c.data.channelsFirst = true }
-        if let model { c.model.spec = model }
-        if let activation { c.model.activation = activation }
-        if let outputActivation { c.model.outputActivation = outputActivation }
-        if let loss { c.loss = loss }
-        if let noise { c.model.noise = noise }
-        if let l1Activity { c.model.l1Activity = l1Activity }
-        if variational { c.model.variational = true }
-        if let sparsityTarget { c.model.sparsityTarget = sparsityTarget }
-        if let sparsityWeight { c.model.sparsityWeight = sparsityWeight }
-        if let beta { c.model.beta = beta }
-        if let optimizer { c.optimizer.kind = optimizer }
-        if let lr { c.optimizer.learningRate = lr }
-        if let momentum { c.optimizer.momentum = momentum }
-        if nesterov { c.optimizer.nesterov = true }
-        if let beta1 { c.optimizer.beta1 = beta1 }
-        if let beta2 { c.optimizer.beta2 = beta2 }
-        if let rho { c.optimizer.rho = rho }
-        if let epsilon { c.optimizer.epsilon = epsilon }
-        if let weightDecay { c.optimizer.weightDecay = weightDecay }
-        if let clipNorm { c.optimizer.clipNorm = clipNorm }
-        if let lrSchedule { c.schedule.lrSchedule = lrSchedule }
-        if let warmupEpochs { c.schedule.warmupEpochs = warmupEpochs }
-        if let stepEpochs { c.schedule.stepEpochs = stepEpochs }
-        if let gamma { c.schedule.gamma = gamma }
-        if let minLr { c.schedule.minLR = minLr }
-        if let earlyStoppingPatience { c.schedule.earlyStoppingPatience = earlyStoppingPatience }
-        if let minDelta { c.schedule.minDelta = minDelta }
-        if let epochs { c.schedule.epochs = epochs }
-        if let batchSize { c.schedule.batchSize = batchSize }
-        if let seed { c.schedule.seed = seed }
-        if deterministic { c.schedule.deterministic = true }
-        if let microBatch { c.schedule.microBatch = microBatch }
-        if let accumulate { c.schedule.accumulation = accumulate }
-        if let checkpointDir { c.run.checkpointDir = checkpointDir }
-        if let keep { c.run.keep = keep }
-        if let checkpointEvery { c.run.checkpointEvery = checkpointEvery }
-        if let driftCheckEvery { c.run.driftCheckEvery = driftCheckEvery }
-        return c
+        var resolved = try config.map(ConfigFile.load) ?? TrainingConfig()
+        for flag in Self.configFlags { _ = flag.apply(self, &resolved) }
+        return resolved
+    }
+
+    /// The flags whose values differ between two configurations (for messages that say what to pass).
+    static func flagsThatDiffer(_ a: TrainingConfig, _ b: TrainingConfig) -> [String] {
+        configFlags.filter { $0.differs(a, b) }.map(\.name)
     }
 
     func validate() throws {
@@ -202,7 +206,7 @@ struct TrainCommand: ParsableCommand {
         if let timeLimit, StopPolicy.parseDuration(timeLimit) == nil {
             throw ValidationError("--time-limit '\(timeLimit)' is not a duration (e.g. 3600, 90m, 12h, 02:30:00, 1-12:00:00)")
         }
-        if let collectiveTimeout, !(collectiveTimeout > 0) {
+        if !(collectiveTimeout > 0 && collectiveTimeout.isFinite) {
             throw ValidationError("--collective-timeout must be a positive number of seconds (got \(collectiveTimeout))")
         }
         if let blasThreads, blasThreads < 1 { throw ValidationError("--blas-threads must be at least 1 (got \(blasThreads))") }
@@ -211,11 +215,11 @@ struct TrainCommand: ParsableCommand {
     func run() throws {
         let configuration = try resolvedConfig()
         // Deterministic mode needs the same BLAS arithmetic on every rank count: one thread.
-        try runOnEveryRank(collectiveTimeout: collectiveTimeout ?? 600,
+        try runOnEveryRank(collectiveTimeout: collectiveTimeout,
                            blasThreads: configuration.schedule.deterministic ? 1 : blasThreads) { world, console in
             let session = SessionOptions(resume: ResumeRequest(resume), timeLimit: timeLimit.flatMap(StopPolicy.parseDuration),
                                          startTime: Launch.startTime, mpiStart: Launch.mpiStart, timelinePath: timeline,
-                                         fault: FaultInjection.fromEnvironment())
+                                         fault: FaultInjection.fromEnvironment(), flagsThatDiffer: Self.flagsThatDiffer)
             let trainer = try Trainer(config: configuration, communicator: world, session: session, console: console)
             let summary = try trainer.run()
             let checksum = try trainer.verifyReplicasIdentical()

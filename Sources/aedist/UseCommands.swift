@@ -4,19 +4,26 @@ import AEDistTraining
 import ArgumentParser
 import Foundation
 
+/// The file of samples and how to scale them: what training and every use of a trained model take.
+struct SampleFile: ParsableArguments {
+    @Option(help: ArgumentHelp("HDF5 file with the samples (default: the embedded MNIST subset).", valueName: "file.h5"))
+    var data: String?
+
+    @Option(parsing: .unconditional, help: ArgumentHelp("Multiply input values by this (default: the dataset's 'scale' attribute, else 1/255 for uint8, else 1).", valueName: "factor"))
+    var scale: Double?
+}
+
 /// What every use of a trained model takes: the checkpoint and the samples to apply it to.
 struct ModelInput: ParsableArguments {
     @Argument(help: "The trained checkpoint, e.g. checkpoints/best.h5.")
     var checkpoint: String
 
-    @Option(help: ArgumentHelp("HDF5 file with the samples (default: the embedded MNIST subset).", valueName: "file.h5"))
-    var data: String?
+    @OptionGroup var file: SampleFile
+    var data: String? { file.data }
+    var scale: Double? { file.scale }
 
-    @Option(help: ArgumentHelp("Dataset of samples, N×D or N×H×W×C (default: /val/x).", valueName: "path"))
+    @Option(help: ArgumentHelp("Dataset of samples, N×D or N×H×W×C.", valueName: "path"))
     var dataset = "/val/x"
-
-    @Option(help: ArgumentHelp("Multiply input values by this (default: the dataset's 'scale' attribute, else 1/255 for uint8, else 1).", valueName: "factor"))
-    var scale: Double?
 }
 
 /// Runs `body` on every rank of the MPI job (or alone) and keeps aedist's error contract: a failure every rank
@@ -56,7 +63,7 @@ struct EncodeCommand: ParsableCommand {
     @OptionGroup var input: ModelInput
     @Option(help: ArgumentHelp("HDF5 file to create.", valueName: "file.h5"))
     var output: String
-    @Option(help: ArgumentHelp("Dataset name in the output (default: /codes).", valueName: "path"))
+    @Option(help: ArgumentHelp("Dataset name in the output.", valueName: "path"))
     var outputDataset = "/codes"
 
     func run() throws {
@@ -78,11 +85,11 @@ struct ReconstructCommand: ParsableCommand {
     @OptionGroup var input: ModelInput
     @Option(help: ArgumentHelp("HDF5 file to create.", valueName: "file.h5"))
     var output: String
-    @Option(help: ArgumentHelp("Dataset name in the output (default: /reconstructions).", valueName: "path"))
+    @Option(help: ArgumentHelp("Dataset name in the output.", valueName: "path"))
     var outputDataset = "/reconstructions"
     @Option(help: ArgumentHelp("Also draw samples spread over the set (top row) above their reconstructions (bottom row) to this PNG.", valueName: "file.png"))
     var png: String?
-    @Option(help: ArgumentHelp("How many samples the PNG shows (default: 10).", valueName: "n"))
+    @Option(help: ArgumentHelp("How many samples the PNG shows.", valueName: "n"))
     var pngCount = 10
 
     func validate() throws {
@@ -141,7 +148,7 @@ struct ScoreCommand: ParsableCommand {
     var csv: String?
     @Option(help: ArgumentHelp("Dataset of normal samples (in the same file) whose scores set the threshold.", valueName: "path"))
     var reference: String?
-    @Option(help: "Percentile of the reference scores used as the threshold (default: 99).")
+    @Option(help: "Percentile of the reference scores used as the threshold.")
     var percentile = 99.0
     @Option(help: ArgumentHelp("Dataset of labels (one per sample) to measure detection against.", valueName: "path"))
     var labels: String?
@@ -177,7 +184,7 @@ struct ScoreCommand: ParsableCommand {
             }
             try world.together {
                 guard world.isRoot else { return }
-                try writeScores(scores, threshold: threshold, truth: truth)
+                try model.writeScores(scores, threshold: threshold.map { ($0, percentile) }, truth: truth, to: output, csv: csvPath)
             }
             var line = "scored \(scores.count) samples of \(samples.name): mean error \(String(format: "%.6f", scores.reduce(0, +) / Double(scores.count)))"
             if let threshold {
@@ -200,30 +207,4 @@ struct ScoreCommand: ParsableCommand {
     }
 
     var csvPath: String { csv ?? ((output as NSString).deletingPathExtension + ".csv") }
-
-    func writeScores(_ scores: [Double], threshold: Double?, truth: [Bool]?) throws {
-        let temporary = "\(output).tmp-\(getpid())"
-        try? FileManager.default.removeItem(atPath: temporary)
-        let file = try HDF5File.create(temporary)
-        let dataset = try file.root.write("scores", doubles: scores)
-        try dataset.setAttribute("checkpoint", input.checkpoint)
-        try dataset.setAttribute("meaning", "mean squared reconstruction error per sample")
-        if let threshold {
-            try dataset.setAttribute("threshold", threshold)
-            try dataset.setAttribute("percentile", percentile)
-            try file.root.write("is_anomaly", integers: scores.map { $0 > threshold ? 1 : 0 })
-        }
-        try file.close()
-        guard rename(temporary, output) == 0 else { throw RunFailure("cannot move \(temporary) to \(output): \(String(cString: strerror(errno)))") }
-        var lines = ["index,score" + (threshold == nil ? "" : ",flagged") + (truth == nil ? "" : ",anomaly")]
-        for (index, score) in scores.enumerated() {
-            var line = "\(index),\(String(format: "%.8g", score))"
-            if let threshold { line += score > threshold ? ",1" : ",0" }
-            if let truth { line += truth[index] ? ",1" : ",0" }
-            lines.append(line)
-        }
-        do { try (lines.joined(separator: "\n") + "\n").write(toFile: csvPath, atomically: true, encoding: .utf8) } catch {
-            throw RunFailure("cannot write \(csvPath): \(error.localizedDescription)")
-        }
-    }
 }

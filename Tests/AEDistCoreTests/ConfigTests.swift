@@ -108,7 +108,7 @@ final class TrainingConfigTests: XCTestCase {
         expectFailure(["--momentum"], "momentum 1.5") { $0.optimizer.momentum = 1.5 }
         expectFailure(["--nesterov"], "nesterov without momentum") { $0.optimizer.kind = .sgd; $0.optimizer.nesterov = true }
         expectFailure(["--nesterov"], "nesterov with adam") { $0.optimizer.momentum = 0.9; $0.optimizer.nesterov = true }
-        expectFailure(["--beta1"], "beta2 1") { $0.optimizer.beta2 = 1 }
+        expectFailure(["--beta2"], "beta2 1") { $0.optimizer.beta2 = 1 }
         expectFailure(["--rho"], "rho -0.1") { $0.optimizer.rho = -0.1 }
         expectFailure(["--epsilon"], "epsilon 0") { $0.optimizer.epsilon = 0 }
         expectFailure(["--weight-decay"], "weight decay -1") { $0.optimizer.weightDecay = -1 }
@@ -119,6 +119,30 @@ final class TrainingConfigTests: XCTestCase {
         expectFailure(["--checkpoint-every"], "checkpoint every -1") { $0.run.checkpointEvery = -1 }
         expectFailure(["--checkpoint-dir"], "empty checkpoint dir") { $0.run.checkpointDir = "" }
         expectFailure(["--model", "dense:784-abc"], "bad model spec") { $0.model.spec = "dense:784-abc" }
+    }
+
+    /// NaN fails every comparison, so a check of one option against another (--min-lr against --lr) must not be
+    /// where a NaN is caught: each value is blamed on its own option, first in the message.
+    func testEveryBadValueIsBlamedOnItsOwnOption() {
+        let cases: [(String, (inout TrainingConfig) -> Void)] = [
+            ("--lr", { $0.optimizer.learningRate = .nan }), ("--lr", { $0.optimizer.learningRate = -1 }),
+            ("--min-lr", { $0.schedule.minLR = .nan }), ("--beta1", { $0.optimizer.beta1 = .nan }),
+            ("--beta2", { $0.optimizer.beta2 = .nan }), ("--momentum", { $0.optimizer.momentum = .nan }),
+            ("--rho", { $0.optimizer.rho = .nan }), ("--gamma", { $0.schedule.gamma = .nan }),
+            ("--warmup-epochs", { $0.schedule.warmupEpochs = .nan }), ("--clip-norm", { $0.optimizer.clipNorm = .nan }),
+            ("--min-delta", { $0.schedule.minDelta = .nan }), ("--beta", { $0.model.beta = .nan }),
+            ("--l1-activity", { $0.model.l1Activity = .nan }), ("--sparsity-weight", { $0.model.sparsityWeight = .nan }),
+            ("--sparsity-target", { $0.model.sparsityTarget = .nan }), ("--val-fraction", { $0.data.valFraction = .nan }),
+            ("--scale", { $0.data.scale = .infinity }), ("--epsilon", { $0.optimizer.epsilon = .nan }),
+            ("--weight-decay", { $0.optimizer.weightDecay = -.infinity }),
+        ]
+        for (flag, change) in cases {
+            var config = TrainingConfig()
+            change(&config)
+            XCTAssertThrowsError(try config.validate(), flag) { error in
+                XCTAssertTrue("\(error)".hasPrefix("\(flag) "), "\(flag): \(error)")
+            }
+        }
     }
 
     /// Non-finite values that `validate()` lets through: NaN/∞ weight decay turns every parameter into NaN on the

@@ -228,7 +228,7 @@ final class EarlierRunTests: XCTestCase {
         try directory.prepare()
         XCTAssertNil(try directory.archiveEarlierRun(), "an empty folder has nothing to move")
         let saved = try directory.save(try sampleCheckpoint(step: 10), isBest: true, keep: 3)
-        try directory.rewriteMetrics([])
+        try directory.writeMetrics([])
         let bytes = try Data(contentsOf: URL(fileURLWithPath: saved))
         let archive = try XCTUnwrap(try directory.archiveEarlierRun())
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: directory.path), [(archive as NSString).lastPathComponent])

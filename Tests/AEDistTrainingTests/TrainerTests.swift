@@ -58,7 +58,7 @@ final class EvaluationTests: XCTestCase {
             config.data.valDataset = "/x"
             switch variant {
             case "variational": config.model.variational = true
-            case "denoising": config.model.noise = "gaussian:0.1"
+            case "denoising": config.model.noise = .gaussian(sigma: 0.1)
             case "sparse": config.model.spec = "dense:16-8-4:sigmoid"; config.model.sparsityTarget = 0.1; config.model.l1Activity = 0.01
             default: break
             }
@@ -68,6 +68,40 @@ final class EvaluationTests: XCTestCase {
             let evaluated = try model.evaluate(try model.open(data: data, dataset: "/x", scale: nil)).loss
             // Validation passes hold a step's rows, eval passes 256: BLAS rounds other row blocks differently.
             XCTAssertEqual(evaluated, recorded, accuracy: 1e-6 * abs(recorded), variant)
+        }
+    }
+}
+
+/// Binary cross-entropy on targets outside [0, 1] gives negative "losses" and trains on nonsense: refused, naming
+/// the dataset, what was seen and the fixes; streamed data at the first batch that holds such a row.
+final class TargetRangeTests: XCTestCase {
+    func makeWideData() throws -> String {
+        let path = temporaryFolder() + "/wide.h5"
+        let values = (0..<(64 * 16)).map { Float($0 % 50) / 10 }  // 0 … 4.9
+        let file = try HDF5File.create(path)
+        try values.withUnsafeBufferPointer { _ = try file.root.write("x", shape: [64, 16], floats: $0) }
+        try file.close()
+        return path
+    }
+
+    func testBCEOnTargetsOutsideTheUnitIntervalIsRefused() throws {
+        let data = try makeWideData()
+        for cache in [DataConfig.CachePolicy.always, .never] {
+            var config = smallConfig(data: data, epochs: 1, folder: temporaryFolder())
+            config.loss = .bce
+            config.model.outputActivation = .sigmoid
+            config.data.cache = cache
+            XCTAssertThrowsError(try train(config), "\(cache)") { error in
+                let message = "\(error)"
+                XCTAssertTrue(message.hasPrefix("\(data):/x"), message)
+                XCTAssertTrue(message.contains(cache == .always ? "holds values from 0.0 to 4.9" : "row "), message)
+                for fix in ["--loss bce needs targets in [0, 1]", "--scale", "--loss mse"] { XCTAssertTrue(message.contains(fix), message) }
+            }
+            config.data.scale = 0.2
+            XCTAssertNoThrow(try train(config), "scaled into [0, 1]")
+            config.data.scale = nil
+            config.loss = .mse
+            XCTAssertNoThrow(try train(config), "mse takes any targets")
         }
     }
 }

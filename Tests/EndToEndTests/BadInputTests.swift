@@ -71,6 +71,10 @@ final class BadInputTests: XCTestCase {
 
     func testInvalidOptionValues() throws {
         try expectError(["train", "--lr=-1"], mentioning: ["--lr"])
+        // A negative number is a value, not a missing one; NaN is blamed on the option it was given to.
+        try expectError(["train", "--lr", "-1"], mentioning: ["--lr must be a positive number (got -1.0)"])
+        try expectError(["train", "--lr", "nan"], mentioning: ["--lr must be a positive number (got nan)"])
+        try expectError(["train", "--epochs", "-2"], mentioning: ["--epochs must be 0 or more (got -2)"])
         try expectError(["train", "--batch-size", "0"], mentioning: ["--batch-size"])
         try expectError(["train", "--model", "dense:784-abc"], mentioning: ["dense:784-abc"])
         try expectError(["train", "--optimizer", "adagrad"], mentioning: ["adagrad"])
@@ -96,6 +100,9 @@ final class BadInputTests: XCTestCase {
         let latest = try Data(contentsOf: URL(fileURLWithPath: "\(folder)/latest.h5"))
         try expectError(["train", "--model", "dense:784-64", "--resume", "auto", "--checkpoint-dir", folder],
                         mentioning: ["dense:784-32", "--model"])
+        // The same parameter layout, other model options: the message names the flags that differ.
+        try expectError(["train", "--activation", "tanh", "--noise", "mask:0.2", "--resume", "auto", "--checkpoint-dir", folder],
+                        mentioning: ["other model options (--activation, --noise)"])
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: folder).sorted(), before)
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: "\(folder)/latest.h5")), latest)
     }

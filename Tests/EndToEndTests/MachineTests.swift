@@ -16,6 +16,26 @@ final class MachineTests: XCTestCase {
         XCTAssertTrue(whole.stdout.contains("× \(cores) thread\(cores == 1 ? "" : "s") (\(cores) core"), whole.stdout)
     }
 
+    /// `--help` prints each option's default from the configuration's own defaults and each choice's values from
+    /// its type; a config file decodes over the same defaults.
+    func testHelpPrintsDefaultsAndChoicesFromTheTypes() throws {
+        let help = try Harness.run(Harness.binary, ["train", "--help"]).stdout
+        let flat = help.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        for expected in ["--lr <rate> Learning rate. (default: 0.001)", "(default: dense:784-32)", "(default: adam) (values: sgd, adam, adamw, rmsprop)",
+                         "(default: relu) (values: relu, tanh, sigmoid, linear, leaky_relu)", "(default: /val/x)", "(default: 1e-08)"] {
+            XCTAssertTrue(flat.contains(expected), "--help lacks '\(expected)'")
+        }
+        XCTAssertFalse(flat.contains(") (default:"), "a default written twice")
+        let folder = Harness.temporaryDirectory()
+        try "model: {noise: \"gaussian:0.3\"}\noptimizer: {lr: 0.002}\nschedule: {epochs: 1}\n".write(toFile: folder + "/run.yaml", atomically: true, encoding: .utf8)
+        let run = try Harness.run(Harness.binary, ["train", "--config", folder + "/run.yaml", "--lr", "0.003", "--checkpoint-dir", folder + "/ck"])
+        assertSucceeded(run)
+        let stored = try Harness.python(["config", folder + "/ck/latest.h5"]).stdout
+        for expected in [#""noise": "gaussian:0.3""#, #""lr": 0.003"#, #""epochs": 1"#, #""batch_size": 256"#] {
+            XCTAssertTrue(stored.contains(expected), "stored config lacks \(expected): \(stored)")
+        }
+    }
+
     /// scripts/test's closing line counts test cases by outcome: skipped tests are not passed ones.
     func testTheTestSummaryCountsPassedFailedAndSkippedTests() throws {
         let log = Harness.temporaryDirectory() + "/xctest.log"

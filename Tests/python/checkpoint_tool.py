@@ -7,6 +7,7 @@
   checkpoint_tool.py tamper KIND FILE      damage a checkpoint the way a hostile or broken writer would (KIND:
                                           huge-tensor, huge-model, string-tensor, missing-optimizer)
   checkpoint_tool.py stats FILE DATASET     print a dataset's shape, sum and min/max
+  checkpoint_tool.py config FILE          print the stored config (the root's `config` attribute) as indented JSON
   checkpoint_tool.py make-data KIND FILE  write a data set the way h5py/numpy users do (KIND: float64, uint8-images,
                                           strings, nan, empty, tiny, wide)
 """
@@ -154,6 +155,9 @@ if __name__ == "__main__":
         flip(sys.argv[2], sys.argv[3])
     elif command == "tamper" and len(sys.argv) == 4:
         tamper(sys.argv[2], sys.argv[3])
+    elif command == "config" and len(sys.argv) == 3:
+        with h5py.File(sys.argv[2], "r") as f:
+            print(json.dumps(json.loads(f.attrs["config"]), indent=1, sort_keys=True))
     elif command == "stats" and len(sys.argv) == 4:
         stats(sys.argv[2], sys.argv[3])
     elif command == "make-data" and len(sys.argv) in (4, 5):

@@ -15,16 +15,6 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
 
     enum CodingKeys: String, CodingKey, CaseIterable { case model, loss, data, optimizer, schedule, run }
 
-    public init(from decoder: Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        model = try c.decodeIfPresent(ModelConfig.self, forKey: .model) ?? model
-        loss = try c.decodeIfPresent(LossKind.self, forKey: .loss) ?? loss
-        data = try c.decodeIfPresent(DataConfig.self, forKey: .data) ?? data
-        optimizer = try c.decodeIfPresent(OptimizerConfig.self, forKey: .optimizer) ?? optimizer
-        schedule = try c.decodeIfPresent(ScheduleConfig.self, forKey: .schedule) ?? schedule
-        run = try c.decodeIfPresent(RunConfig.self, forKey: .run) ?? run
-    }
-
     /// The keys a config file may use, by section: a misspelt key is an error, not a silent default.
     public static let knownKeys: [String: [String]] = [
         "": CodingKeys.allCases.map(\.rawValue),
@@ -42,6 +32,24 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
         return String(decoding: try! encoder.encode(self), as: UTF8.self)
     }
 
+    /// The config-file keys ("model.spec", "optimizer.lr") whose values differ between `other` and this.
+    public func differingKeys(from other: TrainingConfig) -> [String] {
+        func tree(_ config: TrainingConfig) -> [String: Any] {
+            (try? JSONSerialization.jsonObject(with: Data(config.canonicalJSON().utf8))) as? [String: Any] ?? [:]
+        }
+        func leaves(_ value: Any, _ path: String, into result: inout [String: String]) {
+            if let mapping = value as? [String: Any] {
+                for (key, child) in mapping { leaves(child, path.isEmpty ? key : "\(path).\(key)", into: &result) }
+            } else {
+                result[path] = "\(value)"
+            }
+        }
+        var mine: [String: String] = [:], theirs: [String: String] = [:]
+        leaves(tree(self), "", into: &mine)
+        leaves(tree(other), "", into: &theirs)
+        return Set(mine.keys).union(theirs.keys).filter { mine[$0] != theirs[$0] }.sorted()
+    }
+
     public func prettyJSON() -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
@@ -49,7 +57,33 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
     }
 
     public static func fromJSON(_ text: String) throws -> TrainingConfig {
-        try JSONDecoder().decode(TrainingConfig.self, from: Data(text.utf8))
+        guard let tree = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
+            throw ConfigError("a configuration must be a mapping of sections (model, loss, data, optimizer, schedule, run)")
+        }
+        return try decode(mergingOverDefaults: tree)
+    }
+
+    /// A configuration from a parsed config file or stored config (JSON-compatible values), each key it gives
+    /// merged over the defaults: a file names only what it changes, and a checkpoint written before an option
+    /// existed reads with that option's default. The decoding itself is the compiler's (synthesized Codable).
+    public static func decode(mergingOverDefaults tree: [String: Any]) throws -> TrainingConfig {
+        func merge(_ base: [String: Any], _ override: [String: Any]) -> [String: Any] {
+            var merged = base
+            for (key, value) in override {
+                if let section = value as? [String: Any], let defaults = base[key] as? [String: Any] {
+                    merged[key] = merge(defaults, section)
+                } else {
+                    merged[key] = value
+                }
+            }
+            return merged
+        }
+        let defaults = try JSONSerialization.jsonObject(with: Data(TrainingConfig().canonicalJSON().utf8)) as! [String: Any]
+        let merged = merge(defaults, tree)
+        guard JSONSerialization.isValidJSONObject(merged) else {
+            throw ConfigError("a configuration holds values that are not text, numbers, booleans or null")
+        }
+        return try JSONDecoder().decode(TrainingConfig.self, from: JSONSerialization.data(withJSONObject: merged))
     }
 
     /// Cross-field checks. Each problem names the option a user would change. Returns the model the spec stands
@@ -57,11 +91,14 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
     @discardableResult
     public func validate() throws -> ModelArchitecture {
         func fail(_ message: String) throws -> Never { throw ConfigError(message) }
+        // Options that others are checked against come first, so a bad value is blamed on the option that has it.
+        if !(optimizer.learningRate > 0) || !optimizer.learningRate.isFinite {
+            try fail("--lr must be a positive number (got \(optimizer.learningRate))")
+        }
         let architecture = try ModelArchitecture(model)
         if loss == .bce && architecture.outputActivation != .sigmoid {
             try fail("--loss bce needs a sigmoid output (--output-activation sigmoid); the model's output is \(architecture.outputActivation.rawValue)")
         }
-        _ = try Corruption(model.noise)
         if !(model.beta >= 0 && model.beta.isFinite) { try fail("--beta must be 0 or more (got \(model.beta))") }
         if !(model.sparsityTarget >= 0 && model.sparsityTarget < 1) { try fail("--sparsity-target must be in (0, 1), or 0 for off (got \(model.sparsityTarget))") }
         if !(model.sparsityWeight >= 0 && model.sparsityWeight.isFinite) { try fail("--sparsity-weight must be 0 or more (got \(model.sparsityWeight))") }
@@ -90,16 +127,12 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
         }
         if schedule.microBatch < 1 { try fail("--micro-batch must be at least 1 (got \(schedule.microBatch))") }
         if schedule.epochs < 0 { try fail("--epochs must be 0 or more (got \(schedule.epochs))") }
-        if !(optimizer.learningRate > 0) || !optimizer.learningRate.isFinite {
-            try fail("--lr must be a positive number (got \(optimizer.learningRate))")
-        }
         if !(0..<1).contains(optimizer.momentum) { try fail("--momentum must be in [0, 1) (got \(optimizer.momentum))") }
         if optimizer.nesterov && (optimizer.kind != .sgd || optimizer.momentum == 0) {
             try fail("--nesterov needs --optimizer sgd with --momentum > 0")
         }
-        if !(0..<1).contains(optimizer.beta1) || !(0..<1).contains(optimizer.beta2) {
-            try fail("--beta1 and --beta2 must be in [0, 1) (got \(optimizer.beta1), \(optimizer.beta2))")
-        }
+        if !(0..<1).contains(optimizer.beta1) { try fail("--beta1 must be in [0, 1) (got \(optimizer.beta1))") }
+        if !(0..<1).contains(optimizer.beta2) { try fail("--beta2 must be in [0, 1) (got \(optimizer.beta2))") }
         if !(0..<1).contains(optimizer.rho) { try fail("--rho must be in [0, 1) (got \(optimizer.rho))") }
         if !(optimizer.epsilon > 0 && optimizer.epsilon.isFinite) { try fail("--epsilon must be a positive number (got \(optimizer.epsilon))") }
         if !(optimizer.weightDecay >= 0 && optimizer.weightDecay.isFinite) {
@@ -136,8 +169,9 @@ public struct ModelConfig: Codable, Equatable, Sendable {
     /// Activation of every hidden layer (the code included) unless the spec says otherwise.
     public var activation = Activation.relu
     public var outputActivation = Activation.sigmoid
-    /// Denoising: "none", "gaussian:SIGMA" or "mask:FRACTION" applied to training (and validation) inputs.
-    public var noise = "none"
+    /// Denoising: the corruption of training (and validation) inputs; stored as "none", "gaussian:SIGMA" or
+    /// "mask:FRACTION".
+    public var noise = Corruption.none
     /// Sparse autoencoder: weight λ of the L1 activity penalty λ·Σ|code| added to each sample's loss.
     public var l1Activity = 0.0
     /// Variational autoencoder: the encoder outputs μ and log σ² of the code, which is sampled by
@@ -155,19 +189,6 @@ public struct ModelConfig: Codable, Equatable, Sendable {
         case spec, activation, noise, variational, beta
         case outputActivation = "output_activation", l1Activity = "l1_activity"
         case sparsityTarget = "sparsity_target", sparsityWeight = "sparsity_weight"
-    }
-
-    public init(from decoder: Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        spec = try c.decodeIfPresent(String.self, forKey: .spec) ?? spec
-        activation = try c.decodeIfPresent(Activation.self, forKey: .activation) ?? activation
-        outputActivation = try c.decodeIfPresent(Activation.self, forKey: .outputActivation) ?? outputActivation
-        noise = try c.decodeIfPresent(String.self, forKey: .noise) ?? noise
-        l1Activity = try c.decodeIfPresent(Double.self, forKey: .l1Activity) ?? l1Activity
-        variational = try c.decodeIfPresent(Bool.self, forKey: .variational) ?? variational
-        beta = try c.decodeIfPresent(Double.self, forKey: .beta) ?? beta
-        sparsityTarget = try c.decodeIfPresent(Double.self, forKey: .sparsityTarget) ?? sparsityTarget
-        sparsityWeight = try c.decodeIfPresent(Double.self, forKey: .sparsityWeight) ?? sparsityWeight
     }
 }
 
@@ -197,17 +218,6 @@ public struct DataConfig: Codable, Equatable, Sendable {
         case path, scale, cache
         case trainDataset = "train_dataset", valDataset = "val_dataset", valFraction = "val_fraction"
         case channelsFirst = "channels_first"
-    }
-
-    public init(from decoder: Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        path = try c.decodeIfPresent(String.self, forKey: .path)
-        trainDataset = try c.decodeIfPresent(String.self, forKey: .trainDataset) ?? trainDataset
-        valDataset = c.contains(.valDataset) ? try c.decodeIfPresent(String.self, forKey: .valDataset) : valDataset
-        valFraction = try c.decodeIfPresent(Double.self, forKey: .valFraction)
-        scale = try c.decodeIfPresent(Double.self, forKey: .scale)
-        cache = try c.decodeIfPresent(CachePolicy.self, forKey: .cache) ?? cache
-        channelsFirst = try c.decodeIfPresent(Bool.self, forKey: .channelsFirst) ?? channelsFirst
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -246,20 +256,6 @@ public struct OptimizerConfig: Codable, Equatable, Sendable {
         case kind = "name", momentum, nesterov, beta1, beta2, rho, epsilon
         case learningRate = "lr", weightDecay = "weight_decay", clipNorm = "clip_norm"
     }
-
-    public init(from decoder: Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        kind = try c.decodeIfPresent(Kind.self, forKey: .kind) ?? kind
-        learningRate = try c.decodeIfPresent(Double.self, forKey: .learningRate) ?? learningRate
-        momentum = try c.decodeIfPresent(Double.self, forKey: .momentum) ?? momentum
-        nesterov = try c.decodeIfPresent(Bool.self, forKey: .nesterov) ?? nesterov
-        beta1 = try c.decodeIfPresent(Double.self, forKey: .beta1) ?? beta1
-        beta2 = try c.decodeIfPresent(Double.self, forKey: .beta2) ?? beta2
-        rho = try c.decodeIfPresent(Double.self, forKey: .rho) ?? rho
-        epsilon = try c.decodeIfPresent(Double.self, forKey: .epsilon) ?? epsilon
-        weightDecay = try c.decodeIfPresent(Double.self, forKey: .weightDecay) ?? weightDecay
-        clipNorm = try c.decodeIfPresent(Double.self, forKey: .clipNorm) ?? clipNorm
-    }
 }
 
 public struct ScheduleConfig: Codable, Equatable, Sendable {
@@ -296,23 +292,6 @@ public struct ScheduleConfig: Codable, Equatable, Sendable {
         case warmupEpochs = "warmup_epochs", stepEpochs = "step_epochs", minLR = "min_lr"
         case earlyStoppingPatience = "early_stopping_patience", minDelta = "min_delta"
     }
-
-    public init(from decoder: Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        epochs = try c.decodeIfPresent(Int.self, forKey: .epochs) ?? epochs
-        batchSize = try c.decodeIfPresent(Int.self, forKey: .batchSize) ?? batchSize
-        seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? seed
-        deterministic = try c.decodeIfPresent(Bool.self, forKey: .deterministic) ?? deterministic
-        microBatch = try c.decodeIfPresent(Int.self, forKey: .microBatch) ?? microBatch
-        accumulation = try c.decodeIfPresent(Int.self, forKey: .accumulation) ?? accumulation
-        lrSchedule = try c.decodeIfPresent(LearningRateSchedule.self, forKey: .lrSchedule) ?? lrSchedule
-        warmupEpochs = try c.decodeIfPresent(Double.self, forKey: .warmupEpochs) ?? warmupEpochs
-        stepEpochs = try c.decodeIfPresent(Int.self, forKey: .stepEpochs) ?? stepEpochs
-        gamma = try c.decodeIfPresent(Double.self, forKey: .gamma) ?? gamma
-        minLR = try c.decodeIfPresent(Double.self, forKey: .minLR) ?? minLR
-        earlyStoppingPatience = try c.decodeIfPresent(Int.self, forKey: .earlyStoppingPatience) ?? earlyStoppingPatience
-        minDelta = try c.decodeIfPresent(Double.self, forKey: .minDelta) ?? minDelta
-    }
 }
 
 public struct RunConfig: Codable, Equatable, Sendable {
@@ -329,14 +308,6 @@ public struct RunConfig: Codable, Equatable, Sendable {
     enum CodingKeys: String, CodingKey, CaseIterable {
         case keep
         case checkpointDir = "checkpoint_dir", checkpointEvery = "checkpoint_every", driftCheckEvery = "drift_check_every"
-    }
-
-    public init(from decoder: Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        checkpointDir = try c.decodeIfPresent(String.self, forKey: .checkpointDir) ?? checkpointDir
-        keep = try c.decodeIfPresent(Int.self, forKey: .keep) ?? keep
-        checkpointEvery = try c.decodeIfPresent(Int.self, forKey: .checkpointEvery) ?? checkpointEvery
-        driftCheckEvery = try c.decodeIfPresent(Int.self, forKey: .driftCheckEvery) ?? driftCheckEvery
     }
 }
 

@@ -1,7 +1,7 @@
 /// Input corruption for denoising autoencoders: the model sees a corrupted sample and is trained to reconstruct the
 /// clean one. The noise of each sample comes from its own random stream, keyed by (seed, epoch, sample index), so
 /// it is the same whatever the number of ranks and after any resume.
-public enum Corruption: Equatable, Sendable, CustomStringConvertible {
+public enum Corruption: Equatable, Sendable, Codable, CustomStringConvertible {
     case none
     /// Adds N(0, σ²) to every value, then clips to [0, 1] (the Keras tutorial's recipe).
     case gaussian(sigma: Double)
@@ -18,6 +18,19 @@ public enum Corruption: Equatable, Sendable, CustomStringConvertible {
         default:
             throw ConfigError("invalid --noise '\(text)': expected none, gaussian:SIGMA (σ > 0) or mask:FRACTION (between 0 and 1)")
         }
+    }
+
+    /// Stored in configs and checkpoints as its text ("gaussian:0.5").
+    public init(from decoder: Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        do { try self.init(text) } catch let error as ConfigError {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: error.description))
+        }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
     }
 
     public var description: String {

@@ -6,8 +6,8 @@ import Glibc
 #endif
 
 /// The checkpoint folder: `ckpt-eEEEE-sSSSSSSS.h5` files, the `latest.h5` and `best.h5` links, and `metrics.csv`.
-/// Every change is atomic (write to a temporary name, fsync, rename, fsync the folder), so a crash or kill at any
-/// moment leaves the previous checkpoint and links intact.
+/// Every change is atomic (`AtomicFile`), so a crash or kill at any moment leaves the previous checkpoint and links
+/// intact.
 public struct CheckpointDirectory {
     public let path: String
     public static let latestName = "latest.h5"
@@ -53,8 +53,8 @@ public struct CheckpointDirectory {
         }
         do {
             try FileManager.default.createDirectory(atPath: archive, withIntermediateDirectories: false)
-            for name in belonging { try Self.rename(file(name), (archive as NSString).appendingPathComponent(name)) }
-            try Self.fsync(path)
+            for name in belonging { try AtomicFile.rename(file(name), (archive as NSString).appendingPathComponent(name)) }
+            try AtomicFile.sync(path)
         } catch {
             throw CheckpointError("cannot move the earlier run's checkpoints in \(path) aside: \(Self.reason(error)); pass --resume auto to continue that run, or a new --checkpoint-dir")
         }
@@ -81,31 +81,15 @@ public struct CheckpointDirectory {
     public func save(_ checkpoint: Checkpoint, isBest: Bool, keep: Int) throws -> String {
         let name = Self.fileName(for: checkpoint.progress)
         let final = file(name)
-        let temporary = file(".\(name).tmp-\(getpid())")
-        try? FileManager.default.removeItem(atPath: temporary)
         do {
-            try checkpoint.write(to: temporary)
-            try Self.fsync(temporary)
-            try Self.rename(temporary, final)
-            try Self.fsync(path)
+            try AtomicFile.write(to: final) { try checkpoint.write(to: $0) }
         } catch {
-            try? FileManager.default.removeItem(atPath: temporary)
             throw CheckpointError("cannot write checkpoint \(final): \(Self.reason(error)); earlier checkpoints are intact")
         }
-        try pointLink(Self.latestName, at: name)
-        if isBest { try pointLink(Self.bestName, at: name) }
+        try AtomicFile.link(file(Self.latestName), to: name)
+        if isBest { try AtomicFile.link(file(Self.bestName), to: name) }
         prune(keep: keep)
         return final
-    }
-
-    private func pointLink(_ link: String, at target: String) throws {
-        let temporary = file(".\(link).tmp-\(getpid())")
-        unlink(temporary)
-        guard symlink(target, temporary) == 0 else {
-            throw CheckpointError("cannot update \(file(link)): \(String(cString: strerror(errno)))")
-        }
-        try Self.rename(temporary, file(link))
-        try Self.fsync(path)
     }
 
     /// Checkpoint files, oldest first (names sort by epoch then step).
@@ -124,46 +108,12 @@ public struct CheckpointDirectory {
 
     // MARK: metrics.csv
 
-    /// Replaces metrics.csv with `history` (on start and resume, so it never holds rows past the checkpoint).
-    public func rewriteMetrics(_ history: [EpochMetrics]) throws {
+    /// Replaces metrics.csv with `history`, whole: on start and resume (so it never holds rows past the
+    /// checkpoint) and at each epoch's end.
+    public func writeMetrics(_ history: [EpochMetrics]) throws {
         let text = ([EpochMetrics.csvHeader] + history.map(\.csvLine)).joined(separator: "\n") + "\n"
-        let temporary = file(".\(Self.metricsName).tmp-\(getpid())")
-        do {
-            try Data(text.utf8).write(to: URL(fileURLWithPath: temporary))
-            try Self.rename(temporary, file(Self.metricsName))
-        } catch {
-            try? FileManager.default.removeItem(atPath: temporary)
+        do { try AtomicFile.write(Data(text.utf8), to: file(Self.metricsName)) } catch {
             throw CheckpointError("cannot write \(file(Self.metricsName)): \(Self.reason(error))")
-        }
-    }
-
-    public func appendMetrics(_ row: EpochMetrics) throws {
-        guard let handle = FileHandle(forWritingAtPath: file(Self.metricsName)) else {
-            return try rewriteMetrics([row])
-        }
-        defer { try? handle.close() }
-        do {
-            try handle.seekToEnd()
-            try handle.write(contentsOf: Data((row.csvLine + "\n").utf8))
-        } catch {
-            throw CheckpointError("cannot append to \(file(Self.metricsName)): \(Self.reason(error))")
-        }
-    }
-
-    // MARK: system calls
-
-    static func fsync(_ path: String) throws {
-        let descriptor = open(path, O_RDONLY)
-        guard descriptor >= 0 else { throw CheckpointError("cannot open \(path) to sync it: \(String(cString: strerror(errno)))") }
-        defer { close(descriptor) }
-        guard Glibc.fsync(descriptor) == 0 || errno == EINVAL else {
-            throw CheckpointError("cannot sync \(path) to disk: \(String(cString: strerror(errno)))")
-        }
-    }
-
-    static func rename(_ from: String, _ to: String) throws {
-        guard Glibc.rename(from, to) == 0 else {
-            throw CheckpointError("cannot rename \(from) to \(to): \(String(cString: strerror(errno)))")
         }
     }
 

@@ -1,6 +1,21 @@
 import AEDistCore
 import Foundation
 
+/// A range the values must lie in after scaling, and what asks for it (binary cross-entropy: targets in [0, 1]).
+public struct ValueRequirement: Sendable {
+    public let range: ClosedRange<Float>
+    /// "--loss bce needs targets in [0, 1]"
+    public let reason: String
+    /// What the user can change: "rescale with --scale or use --loss mse"
+    public let remedy: String
+
+    public init(range: ClosedRange<Float>, reason: String, remedy: String) {
+        self.range = range
+        self.reason = reason
+        self.remedy = remedy
+    }
+}
+
 /// Rows of an HDF5 dataset (N × D or N × H × W × C, any numeric type) as float32 samples of D values, scaled.
 /// Small sets are read once into memory; larger ones are read batch by batch, each rank reading only its own rows.
 public final class SampleSet {
@@ -33,6 +48,8 @@ public final class SampleSet {
     public var gathersWithoutLibrary: Bool { cache != nil || directRead != nil }
     private let gatherScratch: FlatBuffer
     private let readScratch: FlatBuffer
+    /// Checked when the rows are loaded (in memory) or read (streamed).
+    private let requirement: ValueRequirement?
 
     public static let cacheLimitBytes = 2 << 30
 
@@ -41,7 +58,7 @@ public final class SampleSet {
     ///   - scale: multiplier from the command line; nil means the dataset's `scale` attribute, else 1/255 for
     ///     uint8 data, else 1.
     public init(file: HDF5File, datasetPath: String, rows: Range<Int>? = nil, scale explicitScale: Double?,
-                cache policy: DataConfig.CachePolicy, channelsFirst: Bool = false) throws {
+                cache policy: DataConfig.CachePolicy, channelsFirst: Bool = false, requiring requirement: ValueRequirement? = nil) throws {
         let dataset = try file.root.dataset(datasetPath)
         let location = "\(file.path):\(datasetPath)"
         guard dataset.elementKind.isNumeric else {
@@ -67,6 +84,7 @@ public final class SampleSet {
             sampleShape = stored
         }
         self.channelsFirst = channelsFirst
+        self.requirement = requirement
         rowWidth = sampleShape.reduce(1, *)
         gatherScratch = FlatBuffer(count: channelsFirst ? rowWidth : 1)
         readScratch = FlatBuffer(count: channelsFirst ? rowWidth : 1)
@@ -91,7 +109,7 @@ public final class SampleSet {
             try dataset.readRows(range, into: cache.pointer)
             if channelsFirst { Self.toChannelsLast(cache.pointer, rows: rowCount, shape: sampleShape, scratch: FlatBuffer(count: rowWidth)) }
             try Self.scaleAndCheck(cache.pointer, count: cache.count, scale: scale, rowWidth: rowWidth,
-                                   firstRow: firstRow, location: location)
+                                   firstRow: firstRow, location: location, requirement: requirement, wholeSet: true)
             self.cache = cache
             directRead = nil
         } else {
@@ -123,21 +141,38 @@ public final class SampleSet {
 
     static func describe(_ shape: [Int]) -> String { shape.isEmpty ? "scalar" : shape.map(String.init).joined(separator: "×") }
 
+    /// Scales the values in place and checks them: finite, and inside the requirement's range. A whole set loaded
+    /// at once is described by its observed range; streamed rows by the first row at fault.
     private static func scaleAndCheck(_ values: UnsafeMutablePointer<Float>, count: Int, scale: Float, rowWidth: Int,
-                                      firstRow: Int, location: String, rowNumbers: UnsafeBufferPointer<Int32>? = nil) throws {
+                                      firstRow: Int, location: String, rowNumbers: UnsafeBufferPointer<Int32>? = nil,
+                                      requirement: ValueRequirement?, wholeSet: Bool = false) throws {
         // Branch-free, so the loop runs as vector code: a value is NaN or infinite when its exponent bits are all set.
         var nonFinite: UInt32 = 0
+        var lowest = Float.infinity, highest = -Float.infinity
         for i in 0..<count {
             let v = values[i] * scale
             values[i] = v
             nonFinite |= (v.bitPattern & 0x7F80_0000) == 0x7F80_0000 ? 1 : 0
+            lowest = min(lowest, v)
+            highest = max(highest, v)
         }
-        guard nonFinite != 0 else { return }
-        let index = (0..<count).first { !values[$0].isFinite }!
-        let localRow = index / rowWidth
-        let row = firstRow + (rowNumbers.map { Int($0[localRow]) } ?? localRow)
-        let value = values[index]
-        throw HDF5Error("\(location): row \(row) holds \(value.isNaN ? "NaN" : "an infinite value") at feature \(index % rowWidth); clean the data first")
+        func place(_ index: Int) -> String {
+            let localRow = index / rowWidth
+            return "row \(firstRow + (rowNumbers.map { Int($0[localRow]) } ?? localRow)) holds \(values[index]) at feature \(index % rowWidth)"
+        }
+        if nonFinite != 0 {
+            let index = (0..<count).first { !values[$0].isFinite }!
+            let value = values[index]
+            let row = place(index).replacingOccurrences(of: " holds \(value) ", with: " holds \(value.isNaN ? "NaN" : "an infinite value") ")
+            throw HDF5Error("\(location): \(row); clean the data first")
+        }
+        guard let requirement, count > 0, !(requirement.range.contains(lowest) && requirement.range.contains(highest)) else { return }
+        let bounds = "[\(requirement.range.lowerBound), \(requirement.range.upperBound)]"
+        if wholeSet {
+            throw HDF5Error("\(location) holds values from \(lowest) to \(highest)\(scale == 1 ? "" : " (after scaling by \(scale))"), outside \(bounds): \(requirement.reason); \(requirement.remedy)")
+        }
+        let index = (0..<count).first { !requirement.range.contains(values[$0]) }!
+        throw HDF5Error("\(location): \(place(index)), outside \(bounds): \(requirement.reason); \(requirement.remedy)")
     }
 
     /// The rows at `rows` (ascending positions within this set), in that order, into `destination`.
@@ -158,7 +193,7 @@ public final class SampleSet {
         }
         toChannelsLast(destination, rows: rows.count, scratch: gatherScratch)
         try Self.scaleAndCheck(destination, count: rows.count * rowWidth, scale: scale, rowWidth: rowWidth,
-                               firstRow: firstRow, location: name, rowNumbers: rows)
+                               firstRow: firstRow, location: name, rowNumbers: rows, requirement: requirement)
     }
 
     /// Consecutive rows `range` of this set into `destination`.
@@ -170,7 +205,7 @@ public final class SampleSet {
         try dataset.readRows((range.lowerBound + firstRow)..<(range.upperBound + firstRow), into: destination)
         toChannelsLast(destination, rows: range.count, scratch: readScratch)
         try Self.scaleAndCheck(destination, count: range.count * rowWidth, scale: scale, rowWidth: rowWidth,
-                               firstRow: firstRow + range.lowerBound, location: name)
+                               firstRow: firstRow + range.lowerBound, location: name, requirement: requirement)
     }
 }
 

@@ -24,20 +24,14 @@ public struct Picture {
         }
     }
 
-    /// Written to a temporary name and renamed, so a reader never sees half a picture.
+    /// Written atomically, so a reader never sees half a picture.
     public func writePNG(to path: String) throws {
-        var message = [CChar](repeating: 0, count: 256)
-        let temporary = "\(path).tmp-\(getpid())"
-        let status = pixels.withUnsafeBufferPointer {
-            aedpng_write(temporary, Int32(width), Int32(height), Int32(channels), $0.baseAddress, &message, Int32(message.count))
-        }
-        guard status == 0 else {
-            unlink(temporary)
-            throw PictureError(description: "cannot write \(path): \(String(cString: message))")
-        }
-        guard rename(temporary, path) == 0 else {
-            unlink(temporary)
-            throw PictureError(description: "cannot write \(path): \(String(cString: strerror(errno)))")
+        try AtomicFile.write(to: path) { temporary in
+            var message = [CChar](repeating: 0, count: 256)
+            let status = pixels.withUnsafeBufferPointer {
+                aedpng_write(temporary, Int32(width), Int32(height), Int32(channels), $0.baseAddress, &message, Int32(message.count))
+            }
+            guard status == 0 else { throw PictureError(description: "cannot write \(path): \(String(cString: message))") }
         }
     }
 }

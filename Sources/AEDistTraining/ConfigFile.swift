@@ -10,20 +10,44 @@ public enum ConfigFile {
             throw ConfigError("config file \(path) cannot be read (missing or not UTF-8 text)")
         }
         let tree: Any?
-        do { tree = try Yams.load(yaml: text) } catch {
+        let node: Node?
+        do {
+            tree = try Yams.load(yaml: text)
+            node = try Yams.compose(yaml: text)
+        } catch {
             throw ConfigError("config file \(path) is not valid YAML or JSON: \(error)")
         }
-        guard let top = tree as? [String: Any] else {
+        guard let top = tree as? [String: Any], case .mapping(let given)? = node else {
             throw ConfigError("config file \(path) must be a mapping of sections (model, loss, data, optimizer, schedule, run)")
         }
         try checkKeys(top, section: "", path: path)
         do {
-            return try TrainingConfig.decode(mergingOverDefaults: top)
+            // The file's keys over the defaults, as YAML nodes, so that each value is read as the type of the
+            // option it sets ("checkpoint_dir: 2024" is a folder name); the decoding itself is synthesized Codable.
+            guard case .mapping(let defaults)? = try Yams.compose(yaml: YAMLEncoder().encode(TrainingConfig())) else {
+                throw ConfigError("the default configuration does not encode as a mapping")
+            }
+            return try YAMLDecoder().decode(TrainingConfig.self, from: Node.mapping(merge(given, over: defaults)))
         } catch let error as DecodingError {
             throw ConfigError("config file \(path): \(describe(error))")
-        } catch let error as ConfigError {
-            throw ConfigError("config file \(path): \(error.description)")
         }
+    }
+
+    /// `given`'s keys replace `defaults`'s; sections merge key by key, and an empty section keeps its defaults.
+    private static func merge(_ given: Node.Mapping, over defaults: Node.Mapping) -> Node.Mapping {
+        var merged = defaults
+        for (key, value) in given {
+            guard let name = key.string else { continue }
+            if case .mapping(let section)? = defaults[name] {
+                if case .mapping(let givenSection) = value {
+                    merged[name] = .mapping(merge(givenSection, over: section))
+                }
+                // A section written with nothing under it (YAML null) keeps every default.
+                continue
+            }
+            merged[name] = value
+        }
+        return merged
     }
 
     private static func checkKeys(_ mapping: [String: Any], section: String, path: String) throws {

@@ -52,6 +52,8 @@ public final class Trainer {
     var epochStart = Date()
     var epochSecondsBefore = 0.0
     var learningRate = 0.0
+    /// The step the epoch in progress started from in this run (for the progress line's rate and ETA).
+    var epochFirstStep = 0
     var firstStepTimes: (start: Int64, end: Int64?)?
 
     public init(config: TrainingConfig, communicator: Communicator, session: SessionOptions = SessionOptions(),
@@ -102,7 +104,7 @@ public final class Trainer {
         while progress.epochsCompleted < epochs {
             epochStart = Date()
             epochSecondsBefore = progress.epochSeconds
-            let firstStep = progress.stepInEpoch
+            epochFirstStep = progress.stepInEpoch
             while progress.stepInEpoch < schedule.stepsPerEpoch {
                 // One optimizer step over `accumulation` consecutive global batches (fewer at an epoch's end):
                 // their gradients add up locally and cross the network once.
@@ -112,7 +114,6 @@ public final class Trainer {
                 timeline.startStep(timed: progress.epochsCompleted > firstEpoch || epochs - firstEpoch == 1)
                 if firstStepTimes == nil { firstStepTimes = (StepTimeline.now(), nil) }
                 try trainStep(batches: batches, from: prefetcher)
-                showProgress(firstStep: firstStep)
                 if try stopsMidEpoch() {
                     try reportTimeline()
                     return summary(samplesPerSecond: Double(progress.epochSamples) / max(progress.epochSeconds, 1e-9), stopReason: stopReason)
@@ -220,6 +221,7 @@ public final class Trainer {
             progress.epochSeconds = epochSecondsBefore + Date().timeIntervalSince(epochStart)
             try saveCheckpoint(isBest: false)
         }
+        showProgress()
         timeline.mark(.other, step: progress.globalStep)
         timeline.endStep()
         if firstStepTimes?.end == nil { firstStepTimes?.end = StepTimeline.now() }
@@ -230,10 +232,10 @@ public final class Trainer {
         stopReason != nil && progress.stepInEpoch < schedule.stepsPerEpoch
     }
 
-    func showProgress(firstStep: Int) {
+    func showProgress() {
         let elapsed = Date().timeIntervalSince(epochStart)
         let step = progress.stepInEpoch
-        let remaining = Double(schedule.stepsPerEpoch - step) * elapsed / Double(max(step - firstStep, 1))
+        let remaining = Double(schedule.stepsPerEpoch - step) * elapsed / Double(max(step - epochFirstStep, 1))
         console.progress(String(format: "epoch %d/%d  step %d/%d  %@ %.4f  %.0f samples/s  ETA %.0fs", progress.epochsCompleted + 1,
                                 config.schedule.epochs, step, schedule.stepsPerEpoch, config.loss.rawValue,
                                 progress.epochLossSum / Double(max(progress.epochSamples, 1)),

@@ -206,7 +206,7 @@ struct TrainCommand: ParsableCommand {
         if let timeLimit, StopPolicy.parseDuration(timeLimit) == nil {
             throw ValidationError("--time-limit '\(timeLimit)' is not a duration (e.g. 3600, 90m, 12h, 02:30:00, 1-12:00:00)")
         }
-        if !(collectiveTimeout > 0 && collectiveTimeout.isFinite) {
+        if !(collectiveTimeout > 0) {
             throw ValidationError("--collective-timeout must be a positive number of seconds (got \(collectiveTimeout))")
         }
         if let blasThreads, blasThreads < 1 { throw ValidationError("--blas-threads must be at least 1 (got \(blasThreads))") }

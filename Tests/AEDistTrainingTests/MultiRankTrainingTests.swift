@@ -7,6 +7,11 @@ import XCTest
 /// The trainer at several ranks inside one process (`InProcessGroup`): what data parallelism promises, checked in
 /// seconds. What needs real processes (the watchdog, signals, a killed rank, two hosts) stays in EndToEndTests.
 final class MultiRankTrainingTests: XCTestCase {
+    /// The ranks are threads of one process, each opening the data with libhdf5.
+    override func setUpWithError() throws {
+        try XCTSkipUnless(HDF5File.libraryIsThreadSafe, "this libhdf5 is not built thread-safe: in-process ranks cannot share it")
+    }
+
     func metrics(_ folder: String) throws -> [EpochMetrics] { try Checkpoint.read(from: folder + "/latest.h5").metrics }
 
     /// The global batch, not the number of ranks, decides the sample order and the step: 1, 2, 3 and 4 ranks follow

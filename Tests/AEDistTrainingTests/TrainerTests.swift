@@ -105,3 +105,38 @@ final class TargetRangeTests: XCTestCase {
         }
     }
 }
+
+/// Config files: each value read as the type of the option it sets, over the defaults.
+final class ConfigFileTests: XCTestCase {
+    func load(_ yaml: String) throws -> TrainingConfig {
+        let path = temporaryFolder() + "/run.yaml"
+        try yaml.write(toFile: path, atomically: true, encoding: .utf8)
+        return try ConfigFile.load(path)
+    }
+
+    func testValuesAreReadAsTheTypeOfTheirOption() throws {
+        let config = try load("""
+            run: {checkpoint_dir: 2024, keep: 5}
+            data: {val_dataset: null, train_dataset: 1}
+            model: {noise: "mask:0.25"}
+            optimizer: {epsilon: 1.0e-7, lr: 0.01}
+            schedule:
+            """)
+        var expected = TrainingConfig()
+        expected.run.checkpointDir = "2024"
+        expected.run.keep = 5
+        expected.data.valDataset = nil
+        expected.data.trainDataset = "1"
+        expected.model.noise = .mask(fraction: 0.25)
+        expected.optimizer.epsilon = 1e-7
+        expected.optimizer.learningRate = 0.01
+        XCTAssertEqual(config, expected)
+    }
+
+    func testBadValuesNameTheirKey() {
+        for (yaml, fragment) in [("optimizer: {lr: fast}", "optimizer.lr"), ("model: {noise: \"salt:1\"}", "invalid --noise 'salt:1'"),
+                                 ("run: {kept: 3}", "unknown key 'run.kept'")] {
+            XCTAssertThrowsError(try load(yaml), yaml) { XCTAssertTrue("\($0)".contains(fragment), "\(yaml): \($0)") }
+        }
+    }
+}

@@ -13,6 +13,9 @@ public final class InProcessGroup: @unchecked Sendable {
     private var generation = 0
     /// Each rank's contribution to the collective in progress.
     private var slots: [UnsafeMutableRawPointer?]
+    /// Set once a collective timed out: the group no longer has every rank, so every pending and later
+    /// collective throws this instead of combining with a rank that left.
+    private var broken: String?
 
     public init(size: Int, timeout: TimeInterval = 60) {
         precondition(size >= 1)
@@ -52,6 +55,7 @@ public final class InProcessGroup: @unchecked Sendable {
     func barrier(rank: Int) throws {
         condition.lock()
         defer { condition.unlock() }
+        if let broken { throw CommunicatorTimeout(description: broken) }
         let myGeneration = generation
         arrived += 1
         if arrived == size {
@@ -62,8 +66,12 @@ public final class InProcessGroup: @unchecked Sendable {
         }
         let deadline = Date().addingTimeInterval(timeout)
         while generation == myGeneration {
+            if let broken { throw CommunicatorTimeout(description: broken) }
             if !condition.wait(until: deadline) && generation == myGeneration {
-                throw CommunicatorTimeout(description: "rank \(rank) waited \(Int(timeout)) s in a collective that not every rank reached")
+                broken = "rank \(rank) waited \(timeout) s in a collective that not every rank reached"
+                slots = Array(repeating: nil, count: size)
+                condition.broadcast()
+                throw CommunicatorTimeout(description: broken!)
             }
         }
     }
@@ -76,8 +84,9 @@ public final class InProcessGroup: @unchecked Sendable {
         condition.unlock()
         try barrier(rank: rank)
         condition.lock()
-        let offers = slots.map { $0! }
+        let offers = slots.compactMap { $0 }
         condition.unlock()
+        guard offers.count == size else { throw CommunicatorTimeout(description: "a rank left the collective") }
         combine(offers)
         try barrier(rank: rank)
     }

@@ -142,7 +142,8 @@ public struct ModelArchitecture: Sendable {
 
     private static func checkOutputSize(_ layer: any Layer) throws {
         let output = layer.outputShape
-        guard output.allSatisfy({ $0 > 0 && $0 <= 1 << 20 }),
+        // Images are bounded per side too, so that the kinds' index arithmetic cannot overflow.
+        guard output.allSatisfy({ $0 > 0 && (output.count == 1 || $0 <= 1 << 20) }),
               output.reduce(1, { $0.multipliedReportingOverflow(by: $1).overflow ? Int.max : $0 * $1 }) <= maxValuesPerSample else {
             throw SpecProblem("\(layer.name) makes \(output.map(String.init).joined(separator: "×")) values per sample, more than aedist's limit of \(maxValuesPerSample)")
         }

@@ -148,13 +148,10 @@ public final class SampleSet {
                                       requirement: ValueRequirement?, wholeSet: Bool = false) throws {
         // Branch-free, so the loop runs as vector code: a value is NaN or infinite when its exponent bits are all set.
         var nonFinite: UInt32 = 0
-        var lowest = Float.infinity, highest = -Float.infinity
         for i in 0..<count {
             let v = values[i] * scale
             values[i] = v
             nonFinite |= (v.bitPattern & 0x7F80_0000) == 0x7F80_0000 ? 1 : 0
-            lowest = min(lowest, v)
-            highest = max(highest, v)
         }
         func place(_ index: Int) -> String {
             let localRow = index / rowWidth
@@ -166,7 +163,14 @@ public final class SampleSet {
             let row = place(index).replacingOccurrences(of: " holds \(value) ", with: " holds \(value.isNaN ? "NaN" : "an infinite value") ")
             throw HDF5Error("\(location): \(row); clean the data first")
         }
-        guard let requirement, count > 0, !(requirement.range.contains(lowest) && requirement.range.contains(highest)) else { return }
+        guard let requirement else { return }
+        // A second pass only when asked, branch-free like the first; the range seen is worked out only on failure.
+        let low = requirement.range.lowerBound, high = requirement.range.upperBound
+        var outside: UInt32 = 0
+        for i in 0..<count { outside |= values[i] < low || values[i] > high ? 1 : 0 }
+        guard outside != 0 else { return }
+        let lowest = (0..<count).reduce(Float.infinity) { min($0, values[$1]) }
+        let highest = (0..<count).reduce(-Float.infinity) { max($0, values[$1]) }
         let bounds = "[\(requirement.range.lowerBound), \(requirement.range.upperBound)]"
         if wholeSet {
             throw HDF5Error("\(location) holds values from \(lowest) to \(highest)\(scale == 1 ? "" : " (after scaling by \(scale))"), outside \(bounds): \(requirement.reason); \(requirement.remedy)")

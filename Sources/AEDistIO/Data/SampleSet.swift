@@ -146,29 +146,28 @@ public final class SampleSet {
     private static func scaleAndCheck(_ values: UnsafeMutablePointer<Float>, count: Int, scale: Float, rowWidth: Int,
                                       firstRow: Int, location: String, rowNumbers: UnsafeBufferPointer<Int32>? = nil,
                                       requirement: ValueRequirement?, wholeSet: Bool = false) throws {
-        // Branch-free, so the loop runs as vector code: a value is NaN or infinite when its exponent bits are all set.
-        var nonFinite: UInt32 = 0
+        // One branch-free comparison per value, so the loop runs as vector code: NaN fails every comparison, and
+        // the bounds are the requirement's or else the largest finite floats, which infinities exceed. Which of
+        // the two went wrong is worked out only on failure.
+        let low = requirement?.range.lowerBound ?? -.greatestFiniteMagnitude
+        let high = requirement?.range.upperBound ?? .greatestFiniteMagnitude
+        var bad: UInt32 = 0
         for i in 0..<count {
             let v = values[i] * scale
             values[i] = v
-            nonFinite |= (v.bitPattern & 0x7F80_0000) == 0x7F80_0000 ? 1 : 0
+            bad |= v >= low && v <= high ? 0 : 1
         }
+        guard bad != 0 else { return }
         func place(_ index: Int) -> String {
             let localRow = index / rowWidth
             return "row \(firstRow + (rowNumbers.map { Int($0[localRow]) } ?? localRow)) holds \(values[index]) at feature \(index % rowWidth)"
         }
-        if nonFinite != 0 {
-            let index = (0..<count).first { !values[$0].isFinite }!
+        if let index = (0..<count).first(where: { !values[$0].isFinite }) {
             let value = values[index]
             let row = place(index).replacingOccurrences(of: " holds \(value) ", with: " holds \(value.isNaN ? "NaN" : "an infinite value") ")
             throw HDF5Error("\(location): \(row); clean the data first")
         }
         guard let requirement else { return }
-        // A second pass only when asked, branch-free like the first; the range seen is worked out only on failure.
-        let low = requirement.range.lowerBound, high = requirement.range.upperBound
-        var outside: UInt32 = 0
-        for i in 0..<count { outside |= values[i] < low || values[i] > high ? 1 : 0 }
-        guard outside != 0 else { return }
         let lowest = (0..<count).reduce(Float.infinity) { min($0, values[$1]) }
         let highest = (0..<count).reduce(-Float.infinity) { max($0, values[$1]) }
         let bounds = "[\(requirement.range.lowerBound), \(requirement.range.upperBound)]"

@@ -6,8 +6,8 @@ final class ActivationTests: XCTestCase {
     /// Points clear of ReLU's kink at 0, where a finite difference would straddle it.
     static let probePoints: [Float] = [-4, -2.5, -1.2, -0.4, -0.05, 0.05, 0.3, 0.9, 2.5, 4]
 
-    /// `derivative(output:)` is written in terms of y = f(z); check it against central differences of `apply`.
-    func testDerivativeFromOutputMatchesFiniteDifferencesOfApply() {
+    /// `derivative(z:y:)` uses z or y = f(z), whichever is cheaper; check it against central differences of `apply`.
+    func testDerivativeMatchesFiniteDifferencesOfApply() {
         for activation in Activation.allCases {
             var analytic: [Double] = [], numeric: [Double] = []
             for z in Self.probePoints {
@@ -15,7 +15,7 @@ final class ActivationTests: XCTestCase {
                 let above = z + step, below = z - step
                 // Divide by the float difference actually taken, not 2·step, which rounding changes.
                 numeric.append((Double(activation.apply(above)) - Double(activation.apply(below))) / Double(above - below))
-                analytic.append(Double(activation.derivative(output: activation.apply(z))))
+                analytic.append(Double(activation.derivative(z: z, y: activation.apply(z))))
             }
             // Central differences err by step²·f'''/6 ≈ 2e-5 here; float rounding adds ~1e-5.
             assertAllClose(analytic, numeric, absolute: 2e-4, relative: 1e-3, "\(activation.rawValue) derivative")
@@ -35,14 +35,14 @@ final class ActivationTests: XCTestCase {
     func testBufferFormsAgreeWithScalarForms() {
         let points = Self.probePoints + [0]
         for activation in Activation.allCases {
-            let buffer = FlatBuffer(points)
+            let z = FlatBuffer(points), buffer = FlatBuffer(points)
             activation.apply(buffer.pointer, count: buffer.count)
             XCTAssertEqual(buffer.array, points.map(activation.apply), "\(activation.rawValue) apply(values:count:)")
 
             let gradient = FlatBuffer([Float](repeating: 1.5, count: points.count))
-            activation.backward(outputs: buffer.pointer, gradient: gradient.pointer, count: gradient.count)
-            XCTAssertEqual(gradient.array, buffer.array.map { 1.5 * activation.derivative(output: $0) },
-                           "\(activation.rawValue) backward(outputs:gradient:count:)")
+            activation.backward(preActivations: z.pointer, outputs: buffer.pointer, gradient: gradient.pointer, count: gradient.count)
+            XCTAssertEqual(gradient.array, zip(points, buffer.array).map { 1.5 * activation.derivative(z: $0, y: $1) },
+                           "\(activation.rawValue) backward(preActivations:outputs:gradient:count:)")
         }
     }
 
@@ -60,7 +60,7 @@ final class ActivationTests: XCTestCase {
 
     func testRawValuesAreTheSpecSpellings() {
         XCTAssertEqual(Activation(rawValue: "leaky_relu"), .leakyRelu)
-        XCTAssertEqual(Set(Activation.allCases.map(\.rawValue)), ["relu", "tanh", "sigmoid", "linear", "leaky_relu"])
+        XCTAssertEqual(Set(Activation.allCases.map(\.rawValue)), ["relu", "tanh", "sigmoid", "linear", "leaky_relu", "elu", "gelu", "silu"])
     }
 }
 

@@ -46,6 +46,15 @@ final class GradientCheckTests: XCTestCase {
         try checkForwardAndGradients("dense:6-5-3", hidden: .relu, output: .linear, loss: .mse)
     }
 
+    /// The smooth rectifiers: ELU, GELU (exact) and SiLU, hidden and (with MSE, whose gradient goes through the
+    /// output activation's derivative at z) as outputs.
+    func testSmoothRectifiersHiddenAndOutput() throws {
+        for activation in [Activation.elu, .gelu, .silu] {
+            try checkForwardAndGradients("dense:6-4-3", hidden: activation, output: .sigmoid, loss: .bce)
+            try checkForwardAndGradients("dense:5-3", hidden: .tanh, output: activation, loss: .mse)
+        }
+    }
+
     func testMSELeakyReluOutput() throws {
         try checkForwardAndGradients("dense:5-3", hidden: .tanh, output: .leakyRelu, loss: .mse)
     }

@@ -85,5 +85,8 @@ func referenceActivation(_ activation: Activation, _ z: Double) -> Double {
     case .tanh: return Foundation.tanh(z)
     case .sigmoid: return 1 / (1 + Foundation.exp(-z))
     case .linear: return z
+    case .elu: return z > 0 ? z : Foundation.exp(z) - 1  // α = 1, Keras's and PyTorch's default
+    case .gelu: return 0.5 * z * (1 + Foundation.erf(z / 2.0.squareRoot()))  // exact, both frameworks' default
+    case .silu: return z / (1 + Foundation.exp(-z))
     }
 }

@@ -50,7 +50,7 @@ public enum Loss {
                     case .mse:
                         for j in 0..<count {
                             let diff = y[j] - x[j]
-                            g[j] = 2 * diff * perValue * outputActivation.derivative(output: y[j])
+                            g[j] = 2 * diff * perValue * outputActivation.derivative(z: z[j], y: y[j])
                             squaredTerms[j] = diff * diff
                         }
                     }

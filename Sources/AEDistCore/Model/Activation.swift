@@ -1,10 +1,12 @@
 import Foundation
 
-/// Elementwise activations. Each derivative is written in terms of the activation's output y, so the backward pass
-/// needs only the stored outputs, not the pre-activations.
+/// Elementwise activations y = f(z), with Keras's and PyTorch's definitions (ELU with α = 1; GELU exact, through
+/// erf, as both frameworks' default `approximate=False`/`'none'`; SiLU = swish = z·σ(z)). The backward pass has
+/// both the pre-activations z and the outputs y at hand; each derivative uses whichever is cheaper.
 public enum Activation: String, Codable, CaseIterable, Sendable {
     case relu, tanh, sigmoid, linear
     case leakyRelu = "leaky_relu"
+    case elu, gelu, silu
 
     static let leakySlope: Float = 0.01
 
@@ -16,18 +18,29 @@ public enum Activation: String, Codable, CaseIterable, Sendable {
         case .tanh: return Foundation.tanh(z)
         case .sigmoid: return logistic(z)
         case .linear: return z
+        case .elu: return z > 0 ? z : FastMath.exp(z) - 1
+        case .gelu: return 0.5 * z * (1 + erf(z * Activation.inverseRootTwo))
+        case .silu: return z * FastMath.sigmoid(z)
         }
     }
 
-    /// dy/dz expressed through y = apply(z).
+    static let inverseRootTwo: Float = 0.70710678118654752
+    static let inverseRootTwoPi: Float = 0.39894228040143268
+
+    /// dy/dz at pre-activation z with output y = apply(z).
     @inline(__always)
-    public func derivative(output y: Float) -> Float {
+    public func derivative(z: Float, y: Float) -> Float {
         switch self {
         case .relu: return y > 0 ? 1 : 0
         case .leakyRelu: return y > 0 ? 1 : Activation.leakySlope
         case .tanh: return 1 - y * y
         case .sigmoid: return y * (1 - y)
         case .linear: return 1
+        case .elu: return z > 0 ? 1 : y + 1
+        case .gelu: return 0.5 * (1 + erf(z * Activation.inverseRootTwo)) + z * Activation.inverseRootTwoPi * FastMath.exp(-0.5 * z * z)
+        case .silu:
+            let s = FastMath.sigmoid(z)
+            return s * (1 + z * (1 - s))
         }
     }
 
@@ -41,22 +54,26 @@ public enum Activation: String, Codable, CaseIterable, Sendable {
         }
     }
 
-    /// gradient[i] *= f'(z[i]), from the outputs. One loop per kind, so each is a plain vector loop.
-    public func backward(outputs y: UnsafePointer<Float>, gradient: UnsafeMutablePointer<Float>, count: Int) {
+    /// gradient[i] *= f'(z[i]), from the pre-activations z and the outputs y. One loop per kind, so each is a plain
+    /// vector loop.
+    public func backward(preActivations z: UnsafePointer<Float>, outputs y: UnsafePointer<Float>, gradient: UnsafeMutablePointer<Float>,
+                         count: Int) {
         switch self {
         case .linear: return
         case .relu: for i in 0..<count { gradient[i] = y[i] > 0 ? gradient[i] : 0 }
         case .leakyRelu: for i in 0..<count { gradient[i] *= y[i] > 0 ? 1 : Activation.leakySlope }
         case .tanh: for i in 0..<count { gradient[i] *= 1 - y[i] * y[i] }
         case .sigmoid: for i in 0..<count { gradient[i] *= y[i] * (1 - y[i]) }
+        case .elu: for i in 0..<count { gradient[i] *= z[i] > 0 ? 1 : y[i] + 1 }
+        case .gelu, .silu: for i in 0..<count { gradient[i] *= derivative(z: z[i], y: y[i]) }
         }
     }
 
     /// Initialisation that keeps activations' variance steady through this kind of layer, as Keras and PyTorch
-    /// recommend: He (Kaiming) for the rectifiers, Glorot (Xavier) otherwise.
+    /// recommend: He (Kaiming) for the rectifiers and their smooth kin (ELU, GELU, SiLU), Glorot (Xavier) otherwise.
     public var initialization: WeightInitialization {
         switch self {
-        case .relu, .leakyRelu: return .heUniform
+        case .relu, .leakyRelu, .elu, .gelu, .silu: return .heUniform
         case .tanh, .sigmoid, .linear: return .glorotUniform
         }
     }

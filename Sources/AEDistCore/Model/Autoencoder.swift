@@ -189,7 +189,7 @@ public final class Autoencoder {
                 if index == architecture.encoderDepth {
                     codePenalty.addGradient(code: layerInput, into: spare, batch: batch, codeSize: layer.inputSize)
                 }
-                layers[index - 1].activation.backward(outputs: layerInput, gradient: spare,
+                layers[index - 1].activation.backward(preActivations: preActivations[index - 1].pointer, outputs: layerInput, gradient: spare,
                                                            count: batch * layer.inputSize)
                 swap(&dz, &spare)
             }

@@ -92,7 +92,7 @@ func applyBiasAndActivation(preActivation z: UnsafeMutablePointer<Float>, output
         case .relu: for j in 0..<width { let v = z[j] + bias[j]; z[j] = v; y[j] = v > 0 ? v : 0 }
         case .linear: for j in 0..<width { let v = z[j] + bias[j]; z[j] = v; y[j] = v }
         case .sigmoid: for j in 0..<width { let v = z[j] + bias[j]; z[j] = v; y[j] = FastMath.sigmoid(v) }
-        case .tanh, .leakyRelu: for j in 0..<width { let v = z[j] + bias[j]; z[j] = v; y[j] = activation.apply(v) }
+        case .tanh, .leakyRelu, .elu, .gelu, .silu: for j in 0..<width { let v = z[j] + bias[j]; z[j] = v; y[j] = activation.apply(v) }
         }
     }
 }

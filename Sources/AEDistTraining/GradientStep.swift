@@ -43,6 +43,7 @@ final class GradientStep {
     /// The model on `inputs`, the loss against `targets` (the same rows unless denoising) with the code penalties
     /// and, for a variational model, the code sampled with each sample's own ε and the weighted KL term. Writes
     /// the output layer's gradient when `withGradient`.
+    /// Training passes (`withGradient`) drop out; evaluation passes do not.
     func lossSums(inputs: UnsafePointer<Float>, targets: UnsafePointer<Float>, count: Int, withGradient: Bool, key: NoiseKey) -> Loss.Sums {
         if architecture.variational {
             let codeSize = architecture.codeSize
@@ -53,7 +54,7 @@ final class GradientStep {
                 for i in 0..<codeSize { e[i] = Float(random.nextGaussian()) }
             }
         }
-        model.forward(input: inputs, batch: count)
+        model.forward(input: inputs, batch: count, context: PassContext(training: withGradient, seed: seed, key: key))
         var sums = Loss.evaluate(lossKind, outputActivation: architecture.outputActivation, logits: model.outputLogits,
                                  output: model.reconstruction, target: targets, batch: count, width: architecture.inputSize,
                                  gradient: withGradient ? model.outputGradient : nil)
@@ -79,7 +80,8 @@ final class GradientStep {
             let sums = lossSums(inputs: inputs + start * width, targets: rows + start * width, count: rowsHere,
                                 withGradient: true, key: key.skipping(start))
             timeline.mark(.forward, step: step)
-            model.backward(input: inputs + start * width, batch: rowsHere)
+            model.backward(input: inputs + start * width, batch: rowsHere,
+                           context: PassContext(training: true, seed: seed, key: key.skipping(start)))
             timeline.mark(.backward, step: step)
             exactSum?.store(model.gradients)
             total.loss += sums.loss

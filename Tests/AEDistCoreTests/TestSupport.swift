@@ -102,3 +102,44 @@ func assertGradientsMatchFiniteDifferences(_ model: Autoencoder, indices: Range<
     print("\(label): largest gradient difference \(worst) over \((indices ?? 0..<model.parameters.count).count) parameters")
     return worst
 }
+
+/// One layer alone: dL/d(input) from `backward` against central differences of L = Σ g·y, for random inputs,
+/// parameters and output weights g (the layer's activation included). Returns the largest difference.
+@discardableResult
+func assertLayerInputGradient(_ layer: any Layer, batch: Int, context: PassContext = .inference, seed: UInt64 = 3,
+                              file: StaticString = #filePath, line: UInt = #line) -> Double {
+    var random = RandomStream(seed: seed)
+    let input = FlatBuffer((0..<(batch * layer.inputSize)).map { _ in random.nextUnitFloat() * 2 - 1 })
+    let parameters = FlatBuffer((0..<max(layer.parameterCount, 1)).map { _ in random.nextUnitFloat() - 0.5 })
+    let weights = (0..<(batch * layer.outputSize)).map { _ in Double(random.nextUnitFloat() * 2 - 1) }
+    let preActivation = FlatBuffer(count: batch * layer.outputSize), output = FlatBuffer(count: batch * layer.outputSize)
+    let workspace = FlatBuffer(count: max(layer.workspaceSize, 1))
+    func loss() -> Double {
+        layer.forward(input: input.pointer, batch: batch, parameters: parameters.pointer, preActivation: preActivation.pointer,
+                      output: output.pointer, workspace: workspace.pointer, context: context)
+        return zip(output.array, weights).reduce(0) { $0 + Double($1.0) * $1.1 }
+    }
+    _ = loss()
+    let gradient = FlatBuffer(weights.map(Float.init))
+    layer.activation.backward(preActivations: preActivation.pointer, outputs: output.pointer, gradient: gradient.pointer, count: gradient.count)
+    let parameterGradients = FlatBuffer(count: max(layer.parameterCount, 1)), inputGradient = FlatBuffer(count: input.count)
+    layer.backward(input: input.pointer, preActivation: preActivation.pointer, output: output.pointer, batch: batch,
+                   outputGradient: gradient.pointer, parameters: parameters.pointer, gradients: parameterGradients.pointer,
+                   inputGradient: inputGradient.pointer, workspace: workspace.pointer, context: context)
+    var worst = 0.0
+    let step: Float = 1e-2
+    for index in 0..<input.count {
+        let saved = input[index]
+        input[index] = saved + step
+        let up = loss()
+        input[index] = saved - step
+        let down = loss()
+        input[index] = saved
+        let numeric = (up - down) / Double(2 * step)
+        worst = max(worst, abs(numeric - Double(inputGradient[index])))
+        XCTAssertEqual(Double(inputGradient[index]), numeric, accuracy: 2e-3 + 2e-2 * abs(numeric), "\(layer.name) input \(index)",
+                       file: file, line: line)
+    }
+    print("\(layer.description): largest input-gradient difference \(worst) over \(input.count) inputs")
+    return worst
+}

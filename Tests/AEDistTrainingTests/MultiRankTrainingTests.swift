@@ -17,11 +17,22 @@ final class MultiRankTrainingTests: XCTestCase {
     /// The global batch, not the number of ranks, decides the sample order and the step: 1, 2, 3 and 4 ranks follow
     /// the same loss curve up to float rounding.
     func testTheLossCurveDoesNotDependOnTheNumberOfRanks() throws {
+        try checkTheLossCurveDoesNotDependOnTheNumberOfRanks(spec: "dense:16-8-4")
+    }
+
+    /// Dropout masks are keyed per sample, not per rank.
+    func testWithDropoutTheLossCurveDoesNotDependOnTheNumberOfRanks() throws {
+        try checkTheLossCurveDoesNotDependOnTheNumberOfRanks(spec: "dense:16-8-drop0.3-4")
+    }
+
+    func checkTheLossCurveDoesNotDependOnTheNumberOfRanks(spec: String) throws {
         let data = try makeData()
         var curves: [Int: [EpochMetrics]] = [:]
         for ranks in [1, 2, 3, 4] {
             let folder = temporaryFolder()
-            let outcomes = trainOnRanks(ranks, smallConfig(data: data, epochs: 4, folder: folder))
+            var config = smallConfig(data: data, epochs: 4, folder: folder)
+            config.model.spec = spec
+            let outcomes = trainOnRanks(ranks, config)
             XCTAssertEqual(outcomes.compactMap(\.error), [], "\(ranks) ranks")
             XCTAssertEqual(Set(outcomes.compactMap { $0.summary?.parameterChecksum }).count, 1, "every replica ends the same at \(ranks) ranks")
             curves[ranks] = try metrics(folder)
@@ -42,6 +53,7 @@ final class MultiRankTrainingTests: XCTestCase {
         var checksums: [Int: Set<UInt64>] = [:]
         for ranks in [1, 3, 8] {
             var config = smallConfig(data: data, epochs: 2, folder: temporaryFolder())
+            config.model.spec = "dense:16-8-drop0.2-4"
             config.schedule.deterministic = true
             config.schedule.microBatch = 4
             let outcomes = trainOnRanks(ranks, config)

@@ -53,10 +53,11 @@ final class PerformanceToolsTests: XCTestCase {
         let counter = (Harness.binary as NSString).deletingLastPathComponent + "/libAEDistHeapCounter.so"
         XCTAssertTrue(FileManager.default.fileExists(atPath: counter), "build the package first: \(counter) is missing")
         for (ranks, model) in [(1, ["--model", "dense:784-64-32"]), (1, ["--model", "conv:28x28x1/c8-p2/c8-u2-c1", "--noise", "mask:0.2"]),
+                               (1, ["--model", "dense:784-64-drop0.2-32:gelu", "--activation", "silu"]),
                                (2, ["--model", "dense:784-64-32"])] {
             let outcome = try Harness.run(Harness.mpirun, ["-n", String(ranks), "-x", "LD_PRELOAD=\(counter)", Harness.binary, "train",
                                                           "--epochs", "2", "--blas-threads", "1", "--drift-check-every", "0",
-                                                          "--checkpoint-dir", folder + "/ck-\(ranks)-\(model[1].prefix(4))"] + model)
+                                                          "--checkpoint-dir", folder + "/ck-\(ranks)-\(model[1].hashValue)"] + model)
             assertSucceeded(outcome)
             let line = try XCTUnwrap(outcome.stdout.split(separator: "\n").first { $0.hasPrefix("heap allocations per step") }, outcome.description)
             XCTAssertTrue(line.contains("outside the MPI all-reduce: 0.00 "), String(line))

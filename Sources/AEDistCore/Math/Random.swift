@@ -38,6 +38,6 @@ public struct RandomStream: RandomNumberGenerator {
 
     /// Purposes, so that streams for different jobs never coincide.
     public enum Purpose: UInt64, CaseIterable {
-        case shuffle = 1, initialization = 2, noise = 3, split = 4, reparameterization = 5
+        case shuffle = 1, initialization = 2, noise = 3, split = 4, reparameterization = 5, dropout = 6
     }
 }

@@ -68,19 +68,21 @@ public final class Autoencoder {
         }
     }
 
-    public func forward(input: UnsafePointer<Float>, batch: Int) {
+    /// The whole model on `batch` rows; `context` says whether it trains (dropout) and how rows are keyed.
+    public func forward(input: UnsafePointer<Float>, batch: Int, context: PassContext = .inference) {
         precondition(batch <= maxBatch, "batch of \(batch) rows exceeds the \(maxBatch) the model was sized for")
-        run(layers.indices, input: input, batch: batch)
+        run(layers.indices, input: input, batch: batch, context: context)
     }
 
     /// The decoder alone, from `batch` codes (e.g. samples of N(0, I) for a variational model).
     public func decode(code: UnsafePointer<Float>, batch: Int) {
         precondition(batch <= maxBatch, "batch of \(batch) rows exceeds the \(maxBatch) the model was sized for")
-        run(architecture.encoderDepth..<layers.count, input: code, batch: batch)
+        run(architecture.encoderDepth..<layers.count, input: code, batch: batch, context: .inference)
     }
 
-    private func run(_ range: Range<Int>, input: UnsafePointer<Float>, batch: Int) {
+    private func run(_ range: Range<Int>, input: UnsafePointer<Float>, batch: Int, context: PassContext) {
         var x = input
+        var context = context
         for index in range {
             if index == architecture.encoderDepth && architecture.variational && index != range.lowerBound {
                 sample(batch: batch)
@@ -88,8 +90,9 @@ public final class Autoencoder {
             }
             let layer = layers[index], output = outputs[index].pointer, preActivation = preActivations[index].pointer
             if batch > 0 {
+                context.layerIndex = index
                 layer.forward(input: x, batch: batch, parameters: parameters.pointer + parameterOffsets[index],
-                              preActivation: preActivation, output: output, workspace: workspace.pointer)
+                              preActivation: preActivation, output: output, workspace: workspace.pointer, context: context)
                 // Layers without parameters have no pre-activation of their own; the loss reads the last layer's
                 // as logits, so there it is a copy of the output.
                 if index == layers.count - 1 && !layerHasParameters[index] { preActivation.update(from: output, count: batch * layer.outputSize) }
@@ -167,7 +170,9 @@ public final class Autoencoder {
     public var outputGradient: UnsafeMutablePointer<Float> { gradientScratch.0.pointer }
 
     /// Back-propagates `outputGradient` (dL/dz of the last layer, batch rows) and accumulates into `gradients`.
-    public func backward(input: UnsafePointer<Float>, batch: Int) {
+    /// `context` is the forward pass's.
+    public func backward(input: UnsafePointer<Float>, batch: Int, context: PassContext = .inference) {
+        var context = context
         var dz = gradientScratch.0.pointer
         var spare = gradientScratch.1.pointer
         for index in layers.indices.reversed() {
@@ -175,10 +180,11 @@ public final class Autoencoder {
             let startsFromSample = architecture.variational && index == architecture.encoderDepth
             let layerInput = index == 0 ? input : UnsafePointer(startsFromSample ? sampledCode.pointer : outputs[index - 1].pointer)
             if batch > 0 {
-                layer.backward(input: layerInput, output: outputs[index].pointer, batch: batch, outputGradient: dz,
-                               parameters: parameters.pointer + parameterOffsets[index],
+                context.layerIndex = index
+                layer.backward(input: layerInput, preActivation: preActivations[index].pointer, output: outputs[index].pointer,
+                               batch: batch, outputGradient: dz, parameters: parameters.pointer + parameterOffsets[index],
                                gradients: gradients.pointer + parameterOffsets[index], inputGradient: index == 0 ? nil : spare,
-                               workspace: workspace.pointer)
+                               workspace: workspace.pointer, context: context)
             }
             if startsFromSample {
                 // Through z = μ + σ·ε and the KL term to the encoder's (linear) μ and log σ² outputs, into dz's buffer.

@@ -9,8 +9,8 @@ public struct ModelArchitecture: Sendable {
     public var variational = false
 
     /// The kinds a `conv:` spec's tokens can name, each parsing its own tokens. A new kind adds itself here.
-    static let specLayerKinds: [any Layer.Type] = [Conv2D.self, MaxPool2D.self, UpSample2D.self, Dense.self, Reshape.self]
-    static let tokenHelp = "c = conv, p = max-pool, u = upsample, f = flatten, dN = dense, rHxWxC = reshape"
+    static let specLayerKinds: [any Layer.Type] = [Conv2D.self, MaxPool2D.self, UpSample2D.self, Dropout.self, Dense.self, Reshape.self]
+    static let tokenHelp = "c = conv, p = max-pool, u = upsample, dropR = dropout, f = flatten, dN = dense, rHxWxC = reshape"
 
     public var inputSize: Int { layers.first!.inputSize }
     public var inputShape: [Int] { layers.first!.inputShape }
@@ -50,6 +50,14 @@ public struct ModelArchitecture: Sendable {
         }
     }
 
+    /// The first kind that recognises `token` parses it (each kind checks its own prefix, in list order).
+    static func parseLayer(_ token: Substring, name: String, inputShape: [Int], activation: Activation) throws -> (any Layer)? {
+        for kind in specLayerKinds {
+            if let layer = try kind.parse(token, name: name, inputShape: inputShape, activation: activation) { return layer }
+        }
+        return nil
+    }
+
     static func activation(_ name: Substring) throws -> Activation {
         guard let activation = Activation(rawValue: String(name)) else {
             throw SpecProblem("unknown activation '\(name)' (available: \(Activation.allCases.map(\.rawValue).joined(separator: ", ")))")
@@ -58,16 +66,25 @@ public struct ModelArchitecture: Sendable {
     }
 
     /// "784-128-64": encoder widths from the input to the code, the decoder mirrored; or with an explicit decoder
-    /// after a '/': "784-256-32/64-784" (the decoder's widths after the code, ending at the input's).
+    /// after a '/': "784-256-32/64-784" (the decoder's widths after the code, ending at the input's). Between widths,
+    /// layers without a width of their own ("drop0.2") act on the width before them; a mirrored decoder repeats
+    /// those of the hidden widths after the same widths.
     private static func parseDense(_ spec: Substring, config: ModelConfig) throws -> ([any Layer], Int) {
-        func widths(_ part: Substring) throws -> [(width: Int, activation: Activation?)] {
-            try part.split(separator: "-", omittingEmptySubsequences: false).map { token in
+        typealias Width = (width: Int, activation: Activation?, after: [Substring])
+        func widths(_ part: Substring) throws -> [Width] {
+            var result: [Width] = []
+            for token in part.split(separator: "-", omittingEmptySubsequences: false) {
+                if let first = token.first, !first.isNumber, !result.isEmpty {
+                    result[result.count - 1].after.append(token)
+                    continue
+                }
                 let parts = token.split(separator: ":", omittingEmptySubsequences: false)
                 guard parts.count <= 2, let width = Int(parts[0]), width > 0, width <= maxValuesPerSample else {
-                    throw SpecProblem("'\(token)' is not a positive width (at most \(maxValuesPerSample))")
+                    throw SpecProblem("'\(token)' is not a positive width (at most \(maxValuesPerSample)) or a layer such as drop0.2")
                 }
-                return (width, parts.count == 2 ? try activation(parts[1]) : nil)
+                result.append((width, parts.count == 2 ? try activation(parts[1]) : nil, []))
             }
+            return result
         }
         let halves = spec.split(separator: "/", omittingEmptySubsequences: false)
         guard halves.count <= 2 else { throw SpecProblem("at most one '/' (between the encoder's and the decoder's widths)") }
@@ -77,26 +94,50 @@ public struct ModelArchitecture: Sendable {
             throw SpecProblem("the input width takes no activation (activations belong to the layers after it)")
         }
         var layers: [any Layer] = []
-        for i in 1..<encoder.count {
-            layers.append(Dense(name: "encoder.\(i - 1)", inputs: encoder[i - 1].width, outputs: encoder[i].width,
-                                activation: encoder[i].activation ?? config.activation))
+        var part = "encoder", index = 0
+        func append(_ layer: any Layer) {
+            layers.append(layer)
+            index += 1
         }
-        // Without a '/', the decoder mirrors the encoder; its hidden layers take the activation of the encoder
-        // layer they mirror.
-        let decoder = halves.count == 2 ? try widths(halves[1])
-            : encoder.reversed().dropFirst().map { ($0.width, $0.activation) }
+        func appendTokens(_ tokens: [Substring], width: Int) throws {
+            for token in tokens {
+                let name = "\(part).\(index)"
+                guard let layer = try parseLayer(token, name: name, inputShape: [width], activation: .linear),
+                      !layer.hasParameters, layer.outputShape == [width] else {
+                    throw SpecProblem("'\(token)' is not a layer that acts on a width, such as drop0.2")
+                }
+                append(layer)
+            }
+        }
+        try appendTokens(encoder[0].after, width: encoder[0].width)
+        for i in 1..<encoder.count {
+            append(Dense(name: "encoder.\(index)", inputs: encoder[i - 1].width, outputs: encoder[i].width,
+                         activation: encoder[i].activation ?? config.activation))
+            try appendTokens(encoder[i].after, width: encoder[i].width)
+        }
+        let encoderDepth = layers.count
+        // Without a '/', the decoder mirrors the encoder; its hidden layers take the activation (and the layers
+        // after them) of the encoder width they mirror.
+        let decoder: [Width] = halves.count == 2 ? try widths(halves[1])
+            : encoder.reversed().dropFirst().map { ($0.width, $0.activation, $0.after) }
+        part = "decoder"
+        index = 0
         var previous = encoder.last!.width
-        for (index, layer) in decoder.enumerated() {
-            let isOutput = index == decoder.count - 1
+        for (position, layer) in decoder.enumerated() {
+            let isOutput = position == decoder.count - 1
             let chosen = isOutput && halves.count == 1 ? config.outputActivation
                 : layer.activation ?? (isOutput ? config.outputActivation : config.activation)
-            layers.append(Dense(name: "decoder.\(index)", inputs: previous, outputs: layer.width, activation: chosen))
+            append(Dense(name: "decoder.\(index)", inputs: previous, outputs: layer.width, activation: chosen))
+            if isOutput && halves.count == 2, let extra = layer.after.first {
+                throw SpecProblem("'\(extra)' comes after the output layer; the decoder must end in its output width")
+            }
+            if !isOutput { try appendTokens(layer.after, width: layer.width) }
             previous = layer.width
         }
         guard previous == encoder[0].width else {
             throw SpecProblem("the decoder ends at \(previous) values, not at the input's \(encoder[0].width)")
         }
-        return (layers, encoder.count - 1)
+        return (layers, encoderDepth)
     }
 
     /// "28x28x1/c32-p2-c32-p2/c32-u2-c32-u2-c1": input H×W×C, then the encoder's and the decoder's layers, each
@@ -121,12 +162,13 @@ public struct ModelArchitecture: Sendable {
                 let isLast = part == "decoder" && index == tokens.count - 1
                 let chosen = pieces.count == 2 ? try activation(pieces[1]) : (isLast ? config.outputActivation : config.activation)
                 let name = "\(part).\(index)"
-                guard let layer = try specLayerKinds.lazy.compactMap({ try $0.parse(body, name: name, inputShape: shape, activation: chosen) }).first else {
+                guard let layer = try parseLayer(body, name: name, inputShape: shape, activation: chosen) else {
                     throw SpecProblem("unknown layer '\(token)' (\(tokenHelp))")
                 }
                 if !layer.hasParameters && pieces.count == 2 {
-                    throw SpecProblem("'\(token)': pooling, upsampling and reshaping take no activation")
+                    throw SpecProblem("'\(token)': pooling, upsampling, dropout and reshaping take no activation")
                 }
+                if isLast && layer is Dropout { throw SpecProblem("'\(token)' cannot be the model's last layer (its output layer)") }
                 // Checked at once: the next token's kind computes with this output shape.
                 try checkOutputSize(layer)
                 layers.append(layer)

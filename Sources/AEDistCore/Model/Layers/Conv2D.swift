@@ -133,7 +133,7 @@ public struct Conv2D: Layer {
 
     public func forward(input: UnsafePointer<Float>, batch: Int, parameters: UnsafePointer<Float>,
                         preActivation: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>,
-                        workspace: UnsafeMutablePointer<Float>) {
+                        workspace: UnsafeMutablePointer<Float>, context: PassContext) {
         let weights = parameters, bias = parameters + weightCount
         if isDirect {
             directForward(input: input, batch: batch, weights: weights, into: preActivation)
@@ -154,10 +154,10 @@ public struct Conv2D: Layer {
                                bias: bias, activation: activation)
     }
 
-    public func backward(input: UnsafePointer<Float>, output: UnsafePointer<Float>, batch: Int,
+    public func backward(input: UnsafePointer<Float>, preActivation: UnsafePointer<Float>, output: UnsafePointer<Float>, batch: Int,
                          outputGradient dz: UnsafePointer<Float>, parameters: UnsafePointer<Float>,
                          gradients: UnsafeMutablePointer<Float>, inputGradient: UnsafeMutablePointer<Float>?,
-                         workspace: UnsafeMutablePointer<Float>) {
+                         workspace: UnsafeMutablePointer<Float>, context: PassContext) {
         let weights = parameters, weightGradient = gradients, biasGradient = gradients + weightCount
         for row in 0..<(batch * positions) {
             let g = dz + row * filters

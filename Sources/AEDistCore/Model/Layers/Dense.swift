@@ -29,7 +29,7 @@ public struct Dense: Layer {
 
     public func forward(input: UnsafePointer<Float>, batch: Int, parameters: UnsafePointer<Float>,
                         preActivation: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>,
-                        workspace: UnsafeMutablePointer<Float>) {
+                        workspace: UnsafeMutablePointer<Float>, context: PassContext) {
         BLAS.gemm(transposeB: true, m: batch, n: outputSize, k: inputSize, a: input, lda: inputSize,
                   b: parameters, ldb: inputSize, beta: 0, c: preActivation, ldc: outputSize)
         applyBiasAndActivation(preActivation: preActivation, output: output, rows: batch, width: outputSize,
@@ -37,10 +37,10 @@ public struct Dense: Layer {
     }
 
     /// dW += dzᵀ·x, db += Σ dz, and dL/dx = dz·W.
-    public func backward(input: UnsafePointer<Float>, output: UnsafePointer<Float>, batch: Int,
+    public func backward(input: UnsafePointer<Float>, preActivation: UnsafePointer<Float>, output: UnsafePointer<Float>, batch: Int,
                          outputGradient dz: UnsafePointer<Float>, parameters: UnsafePointer<Float>,
                          gradients: UnsafeMutablePointer<Float>, inputGradient: UnsafeMutablePointer<Float>?,
-                         workspace: UnsafeMutablePointer<Float>) {
+                         workspace: UnsafeMutablePointer<Float>, context: PassContext) {
         BLAS.gemm(transposeA: true, m: outputSize, n: inputSize, k: batch, a: dz, lda: outputSize, b: input,
                   ldb: inputSize, beta: 1, c: gradients, ldc: inputSize)
         let biasGradient = gradients + inputSize * outputSize

@@ -23,21 +23,47 @@ public protocol Layer: Sendable, CustomStringConvertible {
     static func parse(_ token: Substring, name: String, inputShape: [Int], activation: Activation) throws -> Self?
 
     /// z = x·W + b into `preActivation`, y = f(z) into `output`, for `batch` rows. Kinds without parameters write
-    /// only `output`.
+    /// `output`, and may keep in `preActivation` (theirs alone, kept until the backward pass) what backward needs.
     func forward(input: UnsafePointer<Float>, batch: Int, parameters: UnsafePointer<Float>,
                  preActivation: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>,
-                 workspace: UnsafeMutablePointer<Float>)
+                 workspace: UnsafeMutablePointer<Float>, context: PassContext)
 
     /// From dL/dz (`outputGradient`, the gradient at the pre-activation): parameter gradients accumulate (+=) into
     /// `gradients` (this layer's block), and dL/dx overwrites `inputGradient` when it is given.
-    func backward(input: UnsafePointer<Float>, output: UnsafePointer<Float>, batch: Int,
+    func backward(input: UnsafePointer<Float>, preActivation: UnsafePointer<Float>, output: UnsafePointer<Float>, batch: Int,
                   outputGradient: UnsafePointer<Float>, parameters: UnsafePointer<Float>,
                   gradients: UnsafeMutablePointer<Float>, inputGradient: UnsafeMutablePointer<Float>?,
-                  workspace: UnsafeMutablePointer<Float>)
+                  workspace: UnsafeMutablePointer<Float>, context: PassContext)
 
     /// The same layer with twice the outputs and no activation: a variational encoder's last layer, which gives
     /// μ and log σ² side by side on the last axis. nil when this kind cannot end a variational encoder.
     func doublingOutputs() -> Self?
+}
+
+/// What a pass knows beyond its buffers: whether it trains (dropout drops only then) and what each row's
+/// per-sample randomness is keyed by, so that it is the same at any number of ranks and after any resume.
+public struct PassContext {
+    public var training: Bool
+    public var seed: UInt64
+    public var key: NoiseKey
+    /// The layer being run, set by the model: each layer draws from a stream of its own.
+    public var layerIndex = 0
+
+    public init(training: Bool, seed: UInt64, key: NoiseKey) {
+        self.training = training
+        self.seed = seed
+        self.key = key
+    }
+
+    /// Using a trained model: no dropout, nothing random.
+    public static let inference = PassContext(training: false, seed: 0, key: NoiseKey(epoch: 0, first: 0))
+
+    /// The context of the rows from `offset` on.
+    public func skipping(_ offset: Int) -> PassContext {
+        var context = self
+        context.key = key.skipping(offset)
+        return context
+    }
 }
 
 /// What is wrong with one part of a model spec; `ModelArchitecture` adds the spec and examples to it.

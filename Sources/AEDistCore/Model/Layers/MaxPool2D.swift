@@ -29,7 +29,7 @@ public struct MaxPool2D: Layer {
 
     public func forward(input: UnsafePointer<Float>, batch: Int, parameters: UnsafePointer<Float>,
                         preActivation: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>,
-                        workspace: UnsafeMutablePointer<Float>) {
+                        workspace: UnsafeMutablePointer<Float>, context: PassContext) {
         for n in 0..<batch {
             let x = input + n * inHeight * inWidth * channels, y = output + n * outHeight * outWidth * channels
             for oy in 0..<outHeight {
@@ -50,10 +50,10 @@ public struct MaxPool2D: Layer {
     /// One float per channel: which channels still wait for their window's first maximum.
     public var workspaceSize: Int { channels }
 
-    public func backward(input: UnsafePointer<Float>, output: UnsafePointer<Float>, batch: Int,
+    public func backward(input: UnsafePointer<Float>, preActivation: UnsafePointer<Float>, output: UnsafePointer<Float>, batch: Int,
                          outputGradient: UnsafePointer<Float>, parameters: UnsafePointer<Float>,
                          gradients: UnsafeMutablePointer<Float>, inputGradient: UnsafeMutablePointer<Float>?,
-                         workspace pending: UnsafeMutablePointer<Float>) {
+                         workspace pending: UnsafeMutablePointer<Float>, context: PassContext) {
         guard let inputGradient else { return }
         inputGradient.update(repeating: 0, count: batch * inHeight * inWidth * channels)
         // Window positions in order, all channels at once: `pending` is 1 for a channel until its first maximum has

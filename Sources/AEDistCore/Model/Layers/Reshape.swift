@@ -26,14 +26,14 @@ public struct Reshape: Layer {
 
     public func forward(input: UnsafePointer<Float>, batch: Int, parameters: UnsafePointer<Float>,
                         preActivation: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>,
-                        workspace: UnsafeMutablePointer<Float>) {
+                        workspace: UnsafeMutablePointer<Float>, context: PassContext) {
         output.update(from: input, count: batch * outputSize)
     }
 
-    public func backward(input: UnsafePointer<Float>, output: UnsafePointer<Float>, batch: Int,
+    public func backward(input: UnsafePointer<Float>, preActivation: UnsafePointer<Float>, output: UnsafePointer<Float>, batch: Int,
                          outputGradient: UnsafePointer<Float>, parameters: UnsafePointer<Float>,
                          gradients: UnsafeMutablePointer<Float>, inputGradient: UnsafeMutablePointer<Float>?,
-                         workspace: UnsafeMutablePointer<Float>) {
+                         workspace: UnsafeMutablePointer<Float>, context: PassContext) {
         inputGradient?.update(from: outputGradient, count: batch * inputSize)
     }
 }

@@ -29,7 +29,7 @@ public struct UpSample2D: Layer {
 
     public func forward(input: UnsafePointer<Float>, batch: Int, parameters: UnsafePointer<Float>,
                         preActivation: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>,
-                        workspace: UnsafeMutablePointer<Float>) {
+                        workspace: UnsafeMutablePointer<Float>, context: PassContext) {
         let outWidth = inWidth * factor
         for n in 0..<batch {
             let x = input + n * inHeight * inWidth * channels, y = output + n * inHeight * factor * outWidth * channels
@@ -42,10 +42,10 @@ public struct UpSample2D: Layer {
         }
     }
 
-    public func backward(input: UnsafePointer<Float>, output: UnsafePointer<Float>, batch: Int,
+    public func backward(input: UnsafePointer<Float>, preActivation: UnsafePointer<Float>, output: UnsafePointer<Float>, batch: Int,
                          outputGradient: UnsafePointer<Float>, parameters: UnsafePointer<Float>,
                          gradients: UnsafeMutablePointer<Float>, inputGradient: UnsafeMutablePointer<Float>?,
-                         workspace: UnsafeMutablePointer<Float>) {
+                         workspace: UnsafeMutablePointer<Float>, context: PassContext) {
         guard let inputGradient else { return }
         inputGradient.update(repeating: 0, count: batch * inHeight * inWidth * channels)
         let outWidth = inWidth * factor

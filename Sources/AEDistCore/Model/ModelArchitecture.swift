@@ -9,8 +9,9 @@ public struct ModelArchitecture: Sendable {
     public var variational = false
 
     /// The kinds a `conv:` spec's tokens can name, each parsing its own tokens. A new kind adds itself here.
-    static let specLayerKinds: [any Layer.Type] = [Conv2D.self, MaxPool2D.self, UpSample2D.self, Dropout.self, Dense.self, Reshape.self]
-    static let tokenHelp = "c = conv, p = max-pool, u = upsample, dropR = dropout, f = flatten, dN = dense, rHxWxC = reshape"
+    static let specLayerKinds: [any Layer.Type] = [Conv2D.self, ConvTranspose2D.self, MaxPool2D.self, UpSample2D.self, Dropout.self,
+                                                   Dense.self, Reshape.self]
+    static let tokenHelp = "cF = conv, tF = transposed conv, pN = max-pool, uN = upsample, dropR = dropout, f = flatten, dN = dense, rHxWxC = reshape"
 
     public var inputSize: Int { layers.first!.inputSize }
     public var inputShape: [Int] { layers.first!.inputShape }

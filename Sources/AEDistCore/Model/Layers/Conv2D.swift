@@ -12,8 +12,10 @@ public struct Conv2D: Layer {
     public let samePadding: Bool
     let inHeight, inWidth, inChannels, outHeight, outWidth, padTop, padLeft: Int
 
+    /// - Parameter allowDirect: whether a layer of up to four filters may convolve without im2col (a transposed
+    ///   convolution's adjoint uses only the im2col traversal).
     public init(name: String, inputShape: [Int], filters: Int, kernel: Int, stride: Int, samePadding: Bool,
-                activation: Activation) throws {
+                activation: Activation, allowDirect: Bool = true) throws {
         let (height, width) = samePadding ? ((inputShape[0] + stride - 1) / stride, (inputShape[1] + stride - 1) / stride)
             : ((inputShape[0] - kernel) / stride + 1, (inputShape[1] - kernel) / stride + 1)
         guard height > 0, width > 0, samePadding || (inputShape[0] >= kernel && inputShape[1] >= kernel) else {
@@ -28,10 +30,24 @@ public struct Conv2D: Layer {
         (outHeight, outWidth) = (height, width)
         padTop = samePadding ? max((outHeight - 1) * stride + kernel - inHeight, 0) / 2 : 0
         padLeft = samePadding ? max((outWidth - 1) * stride + kernel - inWidth, 0) / 2 : 0
+        isDirect = allowDirect && filters <= 4
     }
 
     public static func parse(_ token: Substring, name: String, inputShape: [Int], activation: Activation) throws -> Conv2D? {
-        guard token.first == "c" else { return nil }
+        guard let arguments = try arguments(of: token, letter: "c", kind: "conv", inputShape: inputShape) else { return nil }
+        do {
+            return try Conv2D(name: name, inputShape: inputShape, filters: arguments.filters, kernel: arguments.kernel,
+                              stride: arguments.stride, samePadding: arguments.samePadding, activation: activation)
+        } catch {
+            throw SpecProblem("'\(token)' does not fit its \(inputShape[0])×\(inputShape[1]) input")
+        }
+    }
+
+    /// The arguments of a convolution token, `cF` or `tF` with `kK`, `sS` and `v`; nil when `token` does not start
+    /// with `letter`.
+    static func arguments(of token: Substring, letter: Character, kind: String, inputShape: [Int]) throws
+        -> (filters: Int, kernel: Int, stride: Int, samePadding: Bool)? {
+        guard token.first == letter, token.dropFirst().first?.isNumber == true else { return nil }
         try requireImage(token, inputShape)
         let rest = token.dropFirst()
         func number(after prefix: Character, default value: Int) -> Int? {
@@ -40,15 +56,11 @@ public struct Conv2D: Layer {
         }
         guard let filters = Int(rest.prefix { $0.isNumber }), filters > 0, filters <= ModelArchitecture.maxValuesPerSample,
               let kernel = number(after: "k", default: 3), kernel > 0, kernel <= 1 << 12,
-              let stride = number(after: "s", default: 1), stride > 0 else {
-            throw SpecProblem("'\(token)' is not a conv layer such as c32, c32k5 or c16k3s2v")
+              let stride = number(after: "s", default: 1), stride > 0, stride <= 1 << 12,
+              rest.allSatisfy({ $0.isNumber || "ksv".contains($0) }) else {
+            throw SpecProblem("'\(token)' is not a \(kind) layer such as \(letter)32, \(letter)32k5 or \(letter)16k3s2v")
         }
-        do {
-            return try Conv2D(name: name, inputShape: inputShape, filters: filters, kernel: kernel, stride: stride,
-                              samePadding: !rest.contains("v"), activation: activation)
-        } catch {
-            throw SpecProblem("'\(token)' does not fit its \(inputShape[0])×\(inputShape[1]) input")
-        }
+        return (filters, kernel, stride, !rest.contains("v"))
     }
 
     public var parameterShapes: [(name: String, shape: [Int])] { [("weight", [filters, kernel, kernel, inChannels]), ("bias", [filters])] }
@@ -72,7 +84,7 @@ public struct Conv2D: Layer {
     public var workspaceSize: Int { isDirect ? 0 : samplesPerChunk * positions * columns }
     /// A layer with few filters (an image decoder's last layer, one per colour channel) computes directly: im2col
     /// would copy k·k·C values per pixel to feed a GEMM only a few columns wide, more memory traffic than arithmetic.
-    var isDirect: Bool { filters <= 4 }
+    let isDirect: Bool
 
     /// Visits each output pixel of samples `first..<first+count` with its row index (n, oy, ox) from 0, and hands
     /// it a way to visit the pixel's kernel taps: each tap's column, where (ky, kx) starts in an im2col row and in a
@@ -103,7 +115,7 @@ public struct Conv2D: Layer {
     }
 
     /// Rows of receptive fields for samples `first..<first+count`: row (n, oy, ox), columns (ky, kx, c).
-    private func im2col(_ input: UnsafePointer<Float>, first: Int, count: Int, into cols: UnsafeMutablePointer<Float>) {
+    func im2col(_ input: UnsafePointer<Float>, first: Int, count: Int, into cols: UnsafeMutablePointer<Float>) {
         let columns = self.columns, channels = inChannels
         forEachPixel(first: first, count: count) { row, taps in
             taps { column, pixel in
@@ -120,7 +132,7 @@ public struct Conv2D: Layer {
     }
 
     /// Adds each row of receptive-field gradients back onto the input pixels it came from.
-    private func col2imAdd(_ cols: UnsafePointer<Float>, first: Int, count: Int, into inputGradient: UnsafeMutablePointer<Float>) {
+    func col2imAdd(_ cols: UnsafePointer<Float>, first: Int, count: Int, into inputGradient: UnsafeMutablePointer<Float>) {
         let columns = self.columns, channels = inChannels
         forEachPixel(first: first, count: count) { row, taps in
             taps { column, pixel in
@@ -158,11 +170,8 @@ public struct Conv2D: Layer {
                          outputGradient dz: UnsafePointer<Float>, parameters: UnsafePointer<Float>,
                          gradients: UnsafeMutablePointer<Float>, inputGradient: UnsafeMutablePointer<Float>?,
                          workspace: UnsafeMutablePointer<Float>, context: PassContext) {
-        let weights = parameters, weightGradient = gradients, biasGradient = gradients + weightCount
-        for row in 0..<(batch * positions) {
-            let g = dz + row * filters
-            for f in 0..<filters { biasGradient[f] += g[f] }
-        }
+        let weights = parameters, weightGradient = gradients
+        accumulateBiasGradient(dz, rows: batch * positions, width: filters, into: gradients + weightCount)
         inputGradient?.update(repeating: 0, count: batch * inHeight * inWidth * inChannels)
         if isDirect {
             directBackward(input: input, batch: batch, preActivationGradient: dz, weights: weights,

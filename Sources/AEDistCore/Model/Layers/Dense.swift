@@ -43,11 +43,7 @@ public struct Dense: Layer {
                          workspace: UnsafeMutablePointer<Float>, context: PassContext) {
         BLAS.gemm(transposeA: true, m: outputSize, n: inputSize, k: batch, a: dz, lda: outputSize, b: input,
                   ldb: inputSize, beta: 1, c: gradients, ldc: inputSize)
-        let biasGradient = gradients + inputSize * outputSize
-        for row in 0..<batch {
-            let g = dz + row * outputSize
-            for j in 0..<outputSize { biasGradient[j] += g[j] }
-        }
+        accumulateBiasGradient(dz, rows: batch, width: outputSize, into: gradients + inputSize * outputSize)
         if let inputGradient {
             BLAS.gemm(m: batch, n: inputSize, k: outputSize, a: dz, lda: outputSize, b: parameters,
                       ldb: inputSize, beta: 0, c: inputGradient, ldc: inputSize)

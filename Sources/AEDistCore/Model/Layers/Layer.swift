@@ -122,3 +122,11 @@ func applyBiasAndActivation(preActivation z: UnsafeMutablePointer<Float>, output
         }
     }
 }
+
+/// db += Σ over rows of dz: the bias gradient of every kind whose bias is added to each row.
+func accumulateBiasGradient(_ dz: UnsafePointer<Float>, rows: Int, width: Int, into biasGradient: UnsafeMutablePointer<Float>) {
+    for row in 0..<rows {
+        let g = dz + row * width
+        for j in 0..<width { biasGradient[j] += g[j] }
+    }
+}

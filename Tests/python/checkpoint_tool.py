@@ -9,7 +9,7 @@
   checkpoint_tool.py stats FILE DATASET     print a dataset's shape, sum and min/max
   checkpoint_tool.py config FILE          print the stored config (the root's `config` attribute) as indented JSON
   checkpoint_tool.py make-data KIND FILE  write a data set the way h5py/numpy users do (KIND: float64, uint8-images,
-                                          strings, nan, empty, tiny, wide)
+                                          strings, nan, empty, tiny, wide, rgb, rgb-channels-first)
 """
 import json
 import sys
@@ -137,6 +137,21 @@ def make_data(kind, path):
                 images = source["train/x"][()]
             f["train/x"] = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
             f["train/x"].attrs["scale"] = np.float32(1 / 255)
+        elif kind in ("rgb", "rgb-channels-first"):
+            # Colour images: smooth gradients and discs of random colours, 16×16×3 uint8 (channels last as Keras
+            # stores them, or channels first as PyTorch does).
+            count = 384
+            yy, xx = np.mgrid[0:16, 0:16] / 15.0
+            images = np.empty((count, 16, 16, 3))
+            for i in range(count):
+                a, b = rng.random(3), rng.random(3)
+                cy, cx, r = rng.uniform(4, 12), rng.uniform(4, 12), rng.uniform(2, 6)
+                disc = ((yy * 15 - cy) ** 2 + (xx * 15 - cx) ** 2 < r * r)[..., None]
+                images[i] = np.where(disc, b, a * (0.5 + 0.5 * xx[..., None]))
+            images = (images * 255).astype(np.uint8)
+            if kind == "rgb-channels-first":
+                images = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
+            f["train/x"], f["val/x"] = images[:320], images[320:]
         elif kind == "tiny":
             f["train/x"] = rng.random((3, 10)).astype(np.float32)
         elif kind == "wide":

@@ -12,12 +12,16 @@ final class BatchPrefetcher {
         /// The sample index of each row, and the epoch: what per-sample noise is keyed by.
         let sampleIndices: UnsafePointer<Int32>
         let epoch: Int
+        /// Where this rank's rows start within the global batch, and the global batch's size.
+        let globalOffset: Int
+        let globalCount: Int
     }
 
     /// One slot's outcome. Each box is touched by one thread at a time, in turns the semaphores enforce.
     private final class Outcome: @unchecked Sendable {
         var value: Result<Int, Error> = .success(0)
         var epoch = 0
+        var step = 0
     }
 
     /// The fixed sequence of (epoch, step) to read, with the current epoch's sample order.
@@ -121,6 +125,7 @@ final class BatchPrefetcher {
             let slot = produced % 2
             outcomes[slot].value = Result { try fill(slot: slot, order: order, step: step) }
             outcomes[slot].epoch = epoch
+            outcomes[slot].step = step
             produced += 1
             ready.signal()
             if case .failure = outcomes[slot].value { return }
@@ -181,8 +186,7 @@ final class BatchPrefetcher {
         guard inBackground else {
             guard let (order, epoch, step) = positions.next() else { throw RunFailure("no batch left to read (internal error)") }
             let count = try fill(slot: 0, order: order, step: step)
-            return Batch(rows: UnsafePointer(slots[0].pointer), count: count, sampleIndices: UnsafePointer(rowIndices[0].baseAddress!),
-                         epoch: epoch)
+            return batch(slot: 0, count: count, epoch: epoch, step: step)
         }
         if holdsSlot { free.signal() }
         ready.wait()
@@ -190,8 +194,13 @@ final class BatchPrefetcher {
         let slot = consumed % 2
         consumed += 1
         let count = try outcomes[slot].value.get()
-        return Batch(rows: UnsafePointer(slots[slot].pointer), count: count,
-                     sampleIndices: UnsafePointer(rowIndices[slot].baseAddress!), epoch: outcomes[slot].epoch)
+        return batch(slot: slot, count: count, epoch: outcomes[slot].epoch, step: outcomes[slot].step)
+    }
+
+    private func batch(slot: Int, count: Int, epoch: Int, step: Int) -> Batch {
+        let global = schedule.globalBatch(step: step)
+        return Batch(rows: UnsafePointer(slots[slot].pointer), count: count, sampleIndices: UnsafePointer(rowIndices[slot].baseAddress!),
+                     epoch: epoch, globalOffset: slice(step: step).lowerBound - global.lowerBound, globalCount: global.count)
     }
 
     func stop() {

@@ -35,7 +35,7 @@ extension GradientStep {
                 try set.read(chunk, into: rows.pointer)
                 let key = NoiseKey(epoch: Corruption.validationEpoch, first: chunk.lowerBound)
                 let inputs = inputs(for: rows.pointer, count: chunk.count, key: key)
-                let chunkSums = lossSums(inputs: inputs, targets: rows.pointer, count: chunk.count, withGradient: false, key: key)
+                let chunkSums = lossSums(inputs: inputs, targets: rows.pointer, count: chunk.count, key: key)
                 sums[0] += chunkSums.loss
                 sums[1] += chunkSums.squaredError
                 sums[2] += Double(chunk.count)

@@ -25,11 +25,13 @@ final class ExactGradientSum {
 
     func reset() { storedCount = 0 }
 
-    /// Keeps the first `parameterCount` values of `gradients`: one micro-batch's gradient.
-    func store(_ gradients: FlatBuffer) {
-        precondition(storedCount < capacity, "more micro-batches than the step was sized for")
-        (microBatchGradients.pointer + storedCount * parameterCount).update(from: gradients.pointer, count: parameterCount)
-        storedCount += 1
+    /// Zeroed room for `count` micro-batches' gradients, `parameterCount` floats apart, for the model's backward
+    /// pass to fill.
+    func slots(count: Int) -> (base: UnsafeMutablePointer<Float>, stride: Int) {
+        precondition(count <= capacity, "more micro-batches than the step was sized for")
+        microBatchGradients.pointer.update(repeating: 0, count: count * parameterCount)
+        storedCount = count
+        return (microBatchGradients.pointer, parameterCount)
     }
 
     /// Sums every rank's stored micro-batch gradients exactly into the first `parameterCount` values of `gradients`.

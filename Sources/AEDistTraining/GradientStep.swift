@@ -17,8 +17,12 @@ final class GradientStep {
     let microBatch: Int
     /// Marks the forward and backward phases (the trainer's; a fresh one records nothing).
     var timeline = StepTimeline(eventCapacity: 0)
+    /// BatchNorm's statistics over the global batch (nil: no layer needs them, or a use of a trained model).
+    let statistics: BatchStatistics?
 
-    init(model: Autoencoder, config: TrainingConfig, maxRows: Int, deterministicMicroBatch: Int? = nil) {
+    /// - Parameter communicator: for statistics over the global batch, when the model has layers that need them.
+    init(model: Autoencoder, config: TrainingConfig, maxRows: Int, deterministicMicroBatch: Int? = nil,
+         communicator: Communicator? = nil, globalBatchSize: Int = 1) {
         self.model = model
         lossKind = config.loss
         seed = config.schedule.seed
@@ -27,6 +31,12 @@ final class GradientStep {
         microBatch = deterministicMicroBatch ?? maxRows
         exactSum = deterministicMicroBatch.map { ExactGradientSum(parameterCount: model.layout.totalCount,
                                                                    maxMicroBatchesPerRank: (maxRows + $0 - 1) / $0) }
+        let statisticsWidth = model.layers.filter(\.spansTheBatch).map { 2 * $0.outputShape.last! + 1 }.max()
+        statistics = communicator.flatMap { communicator in
+            statisticsWidth.map { BatchStatistics(communicator: communicator,
+                                                  exactMicroBatches: deterministicMicroBatch.map { (globalBatchSize + $0 - 1) / $0 },
+                                                  maxWidth: $0) }
+        }
     }
 
     var architecture: ModelArchitecture { model.architecture }
@@ -43,8 +53,15 @@ final class GradientStep {
     /// The model on `inputs`, the loss against `targets` (the same rows unless denoising) with the code penalties
     /// and, for a variational model, the code sampled with each sample's own ε and the weighted KL term. Writes
     /// the output layer's gradient when `withGradient`.
-    /// Training passes (`withGradient`) drop out; evaluation passes do not.
-    func lossSums(inputs: UnsafePointer<Float>, targets: UnsafePointer<Float>, count: Int, withGradient: Bool, key: NoiseKey) -> Loss.Sums {
+    /// Evaluation: the model in inference mode (no dropout, BatchNorm's running statistics), without gradients.
+    func lossSums(inputs: UnsafePointer<Float>, targets: UnsafePointer<Float>, count: Int, key: NoiseKey) -> Loss.Sums {
+        lossSums(inputs: inputs, targets: targets, count: count, context: PassContext(training: false, seed: seed, key: key))
+    }
+
+    /// The model on `inputs`, the loss against `targets` with the code penalties and a variational model's KL; in
+    /// a training `context` also the output layer's gradient.
+    private func lossSums(inputs: UnsafePointer<Float>, targets: UnsafePointer<Float>, count: Int, context: PassContext) -> Loss.Sums {
+        let key = context.key
         if architecture.variational {
             let codeSize = architecture.codeSize
             for row in 0..<count {
@@ -54,10 +71,10 @@ final class GradientStep {
                 for i in 0..<codeSize { e[i] = Float(random.nextGaussian()) }
             }
         }
-        model.forward(input: inputs, batch: count, context: PassContext(training: withGradient, seed: seed, key: key))
+        model.forward(input: inputs, batch: count, context: context)
         var sums = Loss.evaluate(lossKind, outputActivation: architecture.outputActivation, logits: model.outputLogits,
                                  output: model.reconstruction, target: targets, batch: count, width: architecture.inputSize,
-                                 gradient: withGradient ? model.outputGradient : nil)
+                                 gradient: context.training ? model.outputGradient : nil)
         sums.loss += model.codePenaltySum(batch: count)
         if architecture.variational {
             sums.kl = model.klDivergence(batch: count)
@@ -67,29 +84,20 @@ final class GradientStep {
     }
 
     /// Forward, loss and backward for one batch's rows, adding the gradients to the model's buffer and the batch's
-    /// figures to `message`. Deterministic mode computes each fixed micro-batch's gradient on its own, for the
-    /// exact sum.
-    func accumulate(rows: UnsafePointer<Float>, count: Int, key: NoiseKey, step: Int, into message: StepMessage) {
+    /// figures to `message`. Deterministic mode computes each fixed micro-batch's gradient on its own (the model
+    /// runs a micro-batch at a time, each into its own slot), for the exact sum.
+    func accumulate(rows: UnsafePointer<Float>, count: Int, key: NoiseKey, step: Int, into message: StepMessage) throws {
         let inputs = inputs(for: rows, count: count, key: key)
-        let width = architecture.inputSize
-        exactSum?.reset()
-        var total = Loss.Sums()
-        for start in stride(from: 0, to: count, by: max(microBatch, 1)) {
-            let rowsHere = min(microBatch, count - start)
-            if exactSum != nil { model.gradients.fill(0) }
-            let sums = lossSums(inputs: inputs + start * width, targets: rows + start * width, count: rowsHere,
-                                withGradient: true, key: key.skipping(start))
-            timeline.mark(.forward, step: step)
-            model.backward(input: inputs + start * width, batch: rowsHere,
-                           context: PassContext(training: true, seed: seed, key: key.skipping(start)))
-            timeline.mark(.backward, step: step)
-            exactSum?.store(model.gradients)
-            total.loss += sums.loss
-            total.squaredError += sums.squaredError
-            total.kl += sums.kl
-            // The batch's activations feed the next step's sparsity estimate ρ̂ (they travel in the all-reduce).
-            model.codePenalty.sparsity?.accumulate(code: model.code, batch: rowsHere, into: message.activationSums)
-        }
-        message.add(total, samples: count)
+        var context = PassContext(training: true, seed: seed, key: key)
+        context.statistics = statistics
+        let sums = lossSums(inputs: inputs, targets: rows, count: count, context: context)
+        timeline.mark(.forward, step: step)
+        model.backward(input: inputs, batch: count, context: context,
+                       gradientSlots: exactSum?.slots(count: (count + microBatch - 1) / microBatch))
+        try statistics?.check()
+        timeline.mark(.backward, step: step)
+        // The batch's activations feed the next step's sparsity estimate ρ̂ (they travel in the all-reduce).
+        model.codePenalty.sparsity?.accumulate(code: model.code, batch: count, into: message.activationSums)
+        message.add(sums, samples: count)
     }
 }

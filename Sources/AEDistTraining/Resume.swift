@@ -20,6 +20,7 @@ extension Trainer {
         if let checkpointPath {
             let checkpoint = try comm.together { try Checkpoint.read(from: checkpointPath, expectedLayout: model.layout) }
             model.parameters.copy(from: checkpoint.parameters)
+            model.buffers.copy(from: checkpoint.buffers)
             try comm.together {
                 guard checkpoint.config.model == config.model else {
                     var storedModel = config
@@ -74,6 +75,7 @@ extension Trainer {
         }
         // Rank 0's state is the truth: broadcasting it makes every replica start bit-identical.
         try comm.broadcast(model.parameters)
+        try comm.broadcast(model.buffers)
         for (_, buffer) in optimizer.state { try comm.broadcast(buffer) }
         try comm.together { if comm.isRoot { try directory.writeMetrics(history) } }
     }

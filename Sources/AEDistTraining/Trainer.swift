@@ -69,10 +69,11 @@ public final class Trainer {
         let sparsity = config.model.sparsityTarget > 0
             ? KLSparsity(target: config.model.sparsityTarget, weight: config.model.sparsityWeight, units: architecture.codeSize) : nil
         message = StepMessage(parameterCount: architecture.parameterLayout.totalCount, activationUnits: sparsity?.units ?? 0)
-        model = Autoencoder(architecture: architecture, maxBatch: rows, gradients: message.gradients)
+        model = Autoencoder(architecture: architecture, maxBatch: rows, gradients: message.gradients, microBatch: setup.deterministicMicroBatch)
         model.codePenalty = CodePenalty(l1: Float(config.model.l1Activity), sparsity: sparsity)
         model.klWeight = Float(config.model.beta / Double(architecture.inputSize))
-        gradientStep = GradientStep(model: model, config: config, maxRows: rows, deterministicMicroBatch: setup.deterministicMicroBatch)
+        gradientStep = GradientStep(model: model, config: config, maxRows: rows, deterministicMicroBatch: setup.deterministicMicroBatch,
+                                    communicator: communicator, globalBatchSize: config.schedule.batchSize)
         optimizer = Optimizer(config: config.optimizer, parameterCount: model.layout.totalCount)
         validationRows = FlatBuffer(count: rows * architecture.inputSize)
 
@@ -150,19 +151,33 @@ public final class Trainer {
     /// on this rank) is kept, not thrown: every rank must still reach the all-reduce, which tells all of them.
     func accumulateGradients(of batches: Int, from prefetcher: BatchPrefetcher) -> Error? {
         let step = progress.globalStep + 1
-        do {
-            for offset in 0..<batches {
-                try session.fault?.apply(rank: communicator.rank, step: step + offset, parameters: model.parameters)
-                let batch = try prefetcher.next()
-                timeline.mark(.dataWait, step: step)
-                gradientStep.accumulate(rows: batch.rows, count: batch.count, key: NoiseKey(epoch: batch.epoch, indices: batch.sampleIndices),
-                                        step: step, into: message)
+        var failure: Error?
+        for offset in 0..<batches {
+            var batch: BatchPrefetcher.Batch?
+            if failure == nil {
+                do {
+                    try session.fault?.apply(rank: communicator.rank, step: step + offset, parameters: model.parameters)
+                    batch = try prefetcher.next()
+                } catch {
+                    failure = error
+                }
             }
-        } catch {
-            message.markFailed()
-            return error
+            timeline.mark(.dataWait, step: step)
+            do {
+                if let batch {
+                    gradientStep.statistics?.firstMicroBatch = batch.globalOffset / gradientStep.microBatch
+                    try gradientStep.accumulate(rows: batch.rows, count: batch.count, key: NoiseKey(epoch: batch.epoch, indices: batch.sampleIndices),
+                                                step: step, into: message)
+                } else if gradientStep.statistics != nil {
+                    // The other ranks' passes gather BatchNorm statistics from every rank: join them with no rows.
+                    try gradientStep.accumulate(rows: validationRows.pointer, count: 0, key: NoiseKey(epoch: 0, first: 0), step: step, into: message)
+                }
+            } catch {
+                if failure == nil { failure = error }
+            }
         }
-        return nil
+        if failure != nil { message.markFailed() }
+        return failure
     }
 
     /// The step's one all-reduce: gradients and statistics together; in deterministic mode only the statistics,
@@ -305,7 +320,8 @@ public final class Trainer {
             let checkpoint = Checkpoint(config: config, layout: model.layout, parameters: model.parameters,
                                         optimizerName: config.optimizer.kind.rawValue, optimizerStep: optimizer.stepCount,
                                         optimizerState: optimizer.state, progress: progress, metrics: history,
-                                        worldSize: comm.size, aedistVersion: AEDistVersion.string)
+                                        worldSize: comm.size, aedistVersion: AEDistVersion.string,
+                                        bufferLayout: model.bufferLayout, buffers: model.buffers)
             return try directory.save(checkpoint, isBest: isBest, keep: config.run.keep)
         } }
         lastCheckpoint = path ?? CheckpointDirectory.fileName(for: progress)

@@ -86,8 +86,24 @@ struct TrainingSetup {
             }
         }
         schedule = BatchSchedule(sampleCount: train.rowCount, globalBatchSize: config.schedule.batchSize, seed: config.schedule.seed)
+        try Self.checkBatchStatistics(architecture, schedule: schedule)
         maxRowsPerRank = BatchSchedule.maxSliceCount(globalBatchSize: min(config.schedule.batchSize, train.rowCount),
                                                      size: comm.size, microBatch: config.schedule.deterministic ? config.schedule.microBatch : nil)
+    }
+
+    /// BatchNorm needs two values per channel in every global batch, or its variance is undefined (PyTorch stops
+    /// with "Expected more than 1 value per channel"): refused before training, naming the layer and the batch.
+    static func checkBatchStatistics(_ architecture: ModelArchitecture, schedule: BatchSchedule) throws {
+        let last = schedule.globalBatch(step: schedule.stepsPerEpoch - 1).count
+        let smallest = min(schedule.globalBatchSize, last)
+        for layer in architecture.layers where layer.spansTheBatch {
+            let perSample = layer.inputSize / max(layer.inputShape.last!, 1)
+            guard perSample * smallest < 2 else { continue }
+            let which = last < schedule.globalBatchSize
+                ? "the last batch of each epoch holds \(schedule.sampleCount) mod \(schedule.globalBatchSize) = \(last) sample"
+                : "--batch-size is \(schedule.globalBatchSize)"
+            throw RunFailure("\(layer.name) (\(layer.description)) would normalise 1 value per channel in a global batch of 1 sample (\(which)): its batch variance is undefined; choose a --batch-size that leaves at least 2 samples in every batch")
+        }
     }
 
     /// Samples per micro-batch in deterministic mode; nil otherwise.

@@ -20,6 +20,7 @@ public final class TrainedModel {
         architecture = try ModelArchitecture(checkpoint.config.model)
         model = Autoencoder(architecture: architecture, maxBatch: Self.rowsPerPass)
         model.parameters.copy(from: checkpoint.parameters)
+        model.buffers.copy(from: checkpoint.buffers)
         // The loss as training computed it, for `evaluate`: the KL weight and the code penalties at their state.
         model.klWeight = Float(config.model.beta / Double(architecture.inputSize))
         let sparsity = config.model.sparsityTarget > 0

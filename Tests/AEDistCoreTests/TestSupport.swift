@@ -113,7 +113,12 @@ func assertLayerInputGradient(_ layer: any Layer, batch: Int, context: PassConte
     let parameters = FlatBuffer((0..<max(layer.parameterCount, 1)).map { _ in random.nextUnitFloat() - 0.5 })
     let weights = (0..<(batch * layer.outputSize)).map { _ in Double(random.nextUnitFloat() * 2 - 1) }
     let preActivation = FlatBuffer(count: batch * layer.outputSize), output = FlatBuffer(count: batch * layer.outputSize)
-    let workspace = FlatBuffer(count: max(layer.workspaceSize, 1))
+    let workspace = FlatBuffer(count: max(layer.workspaceSize * 2, 1))
+    let state = FlatBuffer(count: max(layer.stateSize, 1)), buffers = FlatBuffer(count: max(layer.bufferCount, 1))
+    layer.initializeBuffers(buffers.pointer)
+    var context = context
+    context.state = state.pointer
+    context.buffers = buffers.pointer
     func loss() -> Double {
         layer.forward(input: input.pointer, batch: batch, parameters: parameters.pointer, preActivation: preActivation.pointer,
                       output: output.pointer, workspace: workspace.pointer, context: context)

@@ -25,6 +25,11 @@ final class MultiRankTrainingTests: XCTestCase {
         try checkTheLossCurveDoesNotDependOnTheNumberOfRanks(spec: "dense:16-8-drop0.3-4")
     }
 
+    /// BatchNorm's statistics are the global batch's (SyncBatchNorm): the same curve at any number of ranks.
+    func testWithBatchNormTheLossCurveDoesNotDependOnTheNumberOfRanks() throws {
+        try checkTheLossCurveDoesNotDependOnTheNumberOfRanks(spec: "dense:16-8-bn-4")
+    }
+
     func checkTheLossCurveDoesNotDependOnTheNumberOfRanks(spec: String) throws {
         let data = try makeData()
         var curves: [Int: [EpochMetrics]] = [:]
@@ -53,7 +58,7 @@ final class MultiRankTrainingTests: XCTestCase {
         var checksums: [Int: Set<UInt64>] = [:]
         for ranks in [1, 3, 8] {
             var config = smallConfig(data: data, epochs: 2, folder: temporaryFolder())
-            config.model.spec = "dense:16-8-drop0.2-4"
+            config.model.spec = "dense:16-8-bn-drop0.2-4"
             config.schedule.deterministic = true
             config.schedule.microBatch = 4
             let outcomes = trainOnRanks(ranks, config)
@@ -65,8 +70,17 @@ final class MultiRankTrainingTests: XCTestCase {
         XCTAssertEqual(checksums[8], checksums[1], "8 ranks")
     }
 
-    /// A data error on rank 2 alone: every rank stops at that step with rank 2's message, none is left waiting.
+    /// A data error on rank 2 alone: every rank stops at that step with rank 2's message, none is left waiting
+    /// (with BatchNorm too, whose statistics are collectives inside the forward and backward passes).
     func testAFailureOnOneRankIsAgreedByAll() throws {
+        for spec in ["dense:16-8-4", "dense:16-8-bn-4"] {
+            var config = smallConfig(data: try makeData(), epochs: 3, folder: temporaryFolder())
+            config.model.spec = spec
+            let outcomes = trainOnRanks(4, config) { _ in SessionOptions(fault: FaultInjection(kind: .error, rank: 2, step: 5)) }
+            XCTAssertEqual(outcomes.compactMap(\.summary).count, 0, spec)
+            XCTAssertEqual(Set(outcomes.compactMap(\.error)), ["rank 2: injected fault: a data error on rank 2 at step 5"], spec)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: config.run.checkpointDir + "/latest.h5"), "\(spec): no epoch ended")
+        }
         let folder = temporaryFolder()
         let outcomes = trainOnRanks(4, smallConfig(data: try makeData(), epochs: 3, folder: folder)) { _ in
             SessionOptions(fault: FaultInjection(kind: .error, rank: 2, step: 5))
@@ -75,6 +89,32 @@ final class MultiRankTrainingTests: XCTestCase {
         XCTAssertEqual(Set(outcomes.compactMap(\.error)), ["rank 2: injected fault: a data error on rank 2 at step 5"])
         // An epoch has 6 steps: none ended before the failure, so no checkpoint was written.
         XCTAssertFalse(FileManager.default.fileExists(atPath: folder + "/latest.h5"))
+    }
+
+    /// BatchNorm in deterministic mode: its statistics are summed exactly too, so parameters and running statistics
+    /// are the same bits at 1 and 3 ranks and after a mid-epoch stop resumed at 2 ranks.
+    func testDeterministicBatchNormIsBitIdenticalAcrossRanksAndResume() throws {
+        let data = try makeData()
+        func config(_ folder: String) -> TrainingConfig {
+            var config = smallConfig(data: data, epochs: 3, folder: folder)
+            config.model.spec = "dense:16-8-bn-4"
+            config.schedule.deterministic = true
+            config.schedule.microBatch = 4
+            return config
+        }
+        func finalState(_ folder: String) throws -> [UInt64] {
+            let checkpoint = try Checkpoint.read(from: folder + "/latest.h5")
+            XCTAssertEqual(checkpoint.bufferLayout.tensors.count, 4)
+            return [checkpoint.parameters.bitChecksum, checkpoint.buffers.bitChecksum]
+        }
+        let one = temporaryFolder(), three = temporaryFolder(), resumed = temporaryFolder()
+        XCTAssertEqual(trainOnRanks(1, config(one)).compactMap(\.error), [])
+        XCTAssertEqual(trainOnRanks(3, config(three)).compactMap(\.error), [])
+        let stopped = trainOnRanks(3, config(resumed)) { rank in SessionOptions(timeLimit: rank == 0 ? 0.5 : nil) }
+        XCTAssertEqual(stopped.compactMap { $0.summary?.globalStep }, [1, 1, 1], "stopped mid-epoch")
+        XCTAssertEqual(trainOnRanks(2, config(resumed)) { _ in SessionOptions(resume: .auto) }.compactMap(\.error), [])
+        XCTAssertEqual(try finalState(three), try finalState(one))
+        XCTAssertEqual(try finalState(resumed), try finalState(one))
     }
 
     /// One rank asks to stop (its time limit is reached): all ranks stop after the same step, with one checkpoint.

@@ -51,7 +51,7 @@ final class StopPolicyTests: XCTestCase {
 final class EvaluationTests: XCTestCase {
     func testEvalReproducesTheRecordedValidationLossOfEveryKindOfModel() throws {
         let data = try makeData()
-        for variant in ["plain", "variational", "denoising", "sparse"] {
+        for variant in ["plain", "variational", "denoising", "sparse", "batchnorm and dropout"] {
             let folder = temporaryFolder()
             var config = smallConfig(data: data, epochs: 2, folder: folder)
             config.data.valFraction = nil
@@ -60,6 +60,7 @@ final class EvaluationTests: XCTestCase {
             case "variational": config.model.variational = true
             case "denoising": config.model.noise = .gaussian(sigma: 0.1)
             case "sparse": config.model.spec = "dense:16-8-4:sigmoid"; config.model.sparsityTarget = 0.1; config.model.l1Activity = 0.01
+            case "batchnorm and dropout": config.model.spec = "dense:16-8-bn-drop0.3-4"
             default: break
             }
             _ = try train(config)
@@ -138,5 +139,22 @@ final class ConfigFileTests: XCTestCase {
                                  ("run: {kept: 3}", "unknown key 'run.kept'")] {
             XCTAssertThrowsError(try load(yaml), yaml) { XCTAssertTrue("\($0)".contains(fragment), "\(yaml): \($0)") }
         }
+    }
+}
+
+/// BatchNorm over one value per channel has no variance: refused before training, naming the layer and the batch.
+final class BatchNormInputTests: XCTestCase {
+    func testABatchOfOneValuePerChannelIsRefused() throws {
+        var config = smallConfig(data: try makeData(), epochs: 1, folder: temporaryFolder())
+        config.model.spec = "dense:16-8-bn-4"
+        config.schedule.batchSize = 179  // 180 training rows: the last batch of each epoch holds 1 sample
+        XCTAssertThrowsError(try train(config)) { error in
+            for fragment in ["encoder.1", "1 value per channel", "180 mod 179 = 1 sample", "--batch-size"] {
+                XCTAssertTrue("\(error)".contains(fragment), "\(error)")
+            }
+        }
+        config.model.spec = "dense:16-8-bn-4"
+        config.schedule.batchSize = 90
+        XCTAssertNoThrow(try train(config), "two samples per batch and more are fine")
     }
 }

@@ -37,15 +37,15 @@ final class KerasExampleTests: XCTestCase {
     }
 }
 
-/// Colour images (N×H×W×3 uint8, or N×3×H×W with --channels-first) train with strided and transposed convolutions
-/// and dropout, and the reconstruction grid is drawn in colour.
+/// Colour images (N×H×W×3 uint8, or N×3×H×W with --channels-first) train with strided and transposed convolutions,
+/// BatchNorm and dropout, and the reconstruction grid is drawn in colour.
 final class ColourImageTests: XCTestCase {
     func testColourImagesTrainAndDrawInColour() throws {
         for layout in ["rgb", "rgb-channels-first"] {
             let folder = Harness.temporaryDirectory()
             let data = folder + "/\(layout).h5"
             assertSucceeded(try Harness.python(["make-data", layout, data]))
-            let model = "conv:16x16x3/c16s2-drop0.1-c32s2/t32s2-t16s2-c3"
+            let model = "conv:16x16x3/c16s2:linear-bn:relu-drop0.1-c32s2/t32s2-bn-t16s2-c3"
             let outcome = try Harness.aedist(ranks: 2, ["train", "--data", data, "--model", model, "--epochs", "4", "--batch-size", "32",
                                                         "--checkpoint-dir", folder + "/ck"] + (layout == "rgb" ? [] : ["--channels-first"]))
             assertSucceeded(outcome)

@@ -22,7 +22,7 @@ final class MachineTests: XCTestCase {
         let help = try Harness.run(Harness.binary, ["train", "--help"]).stdout
         let flat = help.split(whereSeparator: \.isWhitespace).joined(separator: " ")
         for expected in ["--lr <rate> Learning rate. (default: 0.001)", "(default: dense:784-32)", "(default: adam) (values: sgd, adam, adamw, rmsprop)",
-                         "(default: relu) (values: relu, tanh, sigmoid, linear, leaky_relu)", "(default: /val/x)", "(default: 1e-08)"] {
+                         "(default: relu) (values: relu, tanh, sigmoid, linear, leaky_relu, elu, gelu, silu)", "(default: /val/x)", "(default: 1e-08)"] {
             XCTAssertTrue(flat.contains(expected), "--help lacks '\(expected)'")
         }
         XCTAssertFalse(flat.contains(") (default:"), "a default written twice")

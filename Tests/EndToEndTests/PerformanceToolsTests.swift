@@ -54,6 +54,7 @@ final class PerformanceToolsTests: XCTestCase {
         XCTAssertTrue(FileManager.default.fileExists(atPath: counter), "build the package first: \(counter) is missing")
         for (ranks, model) in [(1, ["--model", "dense:784-64-32"]), (1, ["--model", "conv:28x28x1/c8-p2/c8-u2-c1", "--noise", "mask:0.2"]),
                                (1, ["--model", "dense:784-64-drop0.2-32:gelu", "--activation", "silu"]),
+                               (1, ["--model", "conv:28x28x1/c8s2:linear-bn:relu/t8s2-bn-c1"]),
                                (2, ["--model", "dense:784-64-32"])] {
             let outcome = try Harness.run(Harness.mpirun, ["-n", String(ranks), "-x", "LD_PRELOAD=\(counter)", Harness.binary, "train",
                                                           "--epochs", "2", "--blas-threads", "1", "--drift-check-every", "0",

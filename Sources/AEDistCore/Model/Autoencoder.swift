@@ -9,11 +9,26 @@ public final class Autoencoder {
     public var layers: [any Layer] { architecture.layers }
     /// Where each layer's block (weight, then bias) starts in the parameter and gradient buffers.
     public let parameterOffsets: [Int]
-    /// Per layer, whether it has parameters (asked once: a kind builds its shape list on each call).
+    /// Per layer, whether it has parameters and whether it spans the batch (asked once: a kind builds its shape
+    /// lists on each call).
     private let layerHasParameters: [Bool]
+    private let layerSpansBatch: [Bool]
+    /// Per layer, its bias when it feeds a BatchNorm linearly: held at zero (its gradient left out), as PyTorch's
+    /// examples set bias=False there. BatchNorm subtracts the mean, so such a bias changes nothing and its
+    /// gradient is float rounding alone, which Adam would amplify into a drift that differs with the rank count.
+    private let biasHeldAtZero: [Range<Int>?]
     public let parameters: FlatBuffer
     public let gradients: FlatBuffer
+    /// State kept with the model but not trained (BatchNorm's running statistics), in its own layout.
+    public let bufferLayout: ParameterLayout
+    public let buffers: FlatBuffer
+    private let bufferOffsets: [Int]
+    /// Per layer, what it keeps from forward to backward.
+    private let states: [FlatBuffer]
     public let maxBatch: Int
+    /// Rows the layers take at a time (all of a batch unless `microBatch` was given): deterministic mode computes
+    /// each fixed micro-batch with the same shapes whatever the number of ranks.
+    public let microBatch: Int
     /// Sparse autoencoders: the penalties on the code (L1 activity, KL sparsity), whose gradients join the backward
     /// pass where it crosses the code.
     public var codePenalty = CodePenalty()
@@ -35,7 +50,7 @@ public final class Autoencoder {
 
     /// - Parameter gradients: where the gradients accumulate (a view into the step's all-reduce message, say);
     ///   a buffer of its own when nil.
-    public init(architecture: ModelArchitecture, maxBatch: Int, gradients: FlatBuffer? = nil) {
+    public init(architecture: ModelArchitecture, maxBatch: Int, gradients: FlatBuffer? = nil, microBatch: Int? = nil) {
         self.architecture = architecture
         self.maxBatch = max(1, maxBatch)
         let layout = architecture.parameterLayout
@@ -47,9 +62,28 @@ public final class Autoencoder {
         }
         parameterOffsets = offsets
         layerHasParameters = architecture.layers.map(\.hasParameters)
+        layerSpansBatch = architecture.layers.map(\.spansTheBatch)
+        biasHeldAtZero = architecture.layers.indices.map { index in
+            let layers = architecture.layers
+            guard index + 1 < layers.count, layers[index + 1].spansTheBatch, layers[index].activation == .linear,
+                  let bias = layout.tensors.first(where: { $0.layer == layers[index].name && $0.name == "bias" }) else { return nil }
+            return bias.offset..<(bias.offset + bias.count)
+        }
         let layers = architecture.layers
         precondition((gradients?.count ?? layout.totalCount) == layout.totalCount, "the gradient buffer must match the parameters")
-        workspace = FlatBuffer(count: layers.map { $0.workspaceSize }.max() ?? 1)
+        self.microBatch = microBatch ?? Int.max
+        let chunks = microBatch.map { (max(1, maxBatch) + $0 - 1) / $0 } ?? 1
+        // A layer that spans the batch needs its scratch once per micro-batch, and once more for the totals.
+        workspace = FlatBuffer(count: layers.map { $0.spansTheBatch ? $0.workspaceSize * (chunks + 1) : $0.workspaceSize }.max() ?? 1)
+        bufferLayout = architecture.bufferLayout
+        var bufferStarts: [Int] = [], bufferOffset = 0
+        for layer in layers {
+            bufferStarts.append(bufferOffset)
+            bufferOffset += layer.bufferCount
+        }
+        bufferOffsets = bufferStarts
+        buffers = FlatBuffer(count: bufferOffset)
+        states = layers.map { FlatBuffer(count: $0.stateSize) }
         sampledCode = FlatBuffer(count: architecture.variational ? architecture.codeSize * max(1, maxBatch) : 1)
         epsilon = FlatBuffer(count: architecture.variational ? architecture.codeSize * max(1, maxBatch) : 1)
         parameters = FlatBuffer(count: layout.totalCount)
@@ -62,10 +96,22 @@ public final class Autoencoder {
 
     public var inputSize: Int { architecture.inputSize }
 
+    /// Parameters from the seed, and the buffers' starting values (running statistics 0 and 1).
     public func initializeParameters(seed: UInt64) {
         for (index, layer) in layers.enumerated() {
             layer.initialize(parameters: parameters.pointer + parameterOffsets[index], seed: seed, layerIndex: index)
+            layer.initializeBuffers(buffers.pointer + bufferOffsets[index])
         }
+    }
+
+    /// The context a layer runs in: its buffers and state, the micro-batch size.
+    private func context(_ context: PassContext, layer index: Int) -> PassContext {
+        var context = context
+        context.layerIndex = index
+        context.buffers = buffers.pointer + bufferOffsets[index]
+        context.state = states[index].pointer
+        context.microBatch = microBatch
+        return context
     }
 
     /// The whole model on `batch` rows; `context` says whether it trains (dropout) and how rows are keyed.
@@ -82,21 +128,28 @@ public final class Autoencoder {
 
     private func run(_ range: Range<Int>, input: UnsafePointer<Float>, batch: Int, context: PassContext) {
         var x = input
-        var context = context
         for index in range {
             if index == architecture.encoderDepth && architecture.variational && index != range.lowerBound {
                 sample(batch: batch)
                 x = UnsafePointer(sampledCode.pointer)
             }
             let layer = layers[index], output = outputs[index].pointer, preActivation = preActivations[index].pointer
-            if batch > 0 {
-                context.layerIndex = index
-                layer.forward(input: x, batch: batch, parameters: parameters.pointer + parameterOffsets[index],
-                              preActivation: preActivation, output: output, workspace: workspace.pointer, context: context)
-                // Layers without parameters have no pre-activation of their own; the loss reads the last layer's
-                // as logits, so there it is a copy of the output.
-                if index == layers.count - 1 && !layerHasParameters[index] { preActivation.update(from: output, count: batch * layer.outputSize) }
+            let layerContext = self.context(context, layer: index), weights = parameters.pointer + parameterOffsets[index]
+            if layerSpansBatch[index] {
+                // Also with no rows: its statistics are a collective every rank joins.
+                layer.forward(input: x, batch: batch, parameters: weights, preActivation: preActivation, output: output,
+                              workspace: workspace.pointer, context: layerContext)
+            } else {
+                let (inputSize, outputSize) = (layer.inputSize, layer.outputSize)
+                for start in stride(from: 0, to: batch, by: microBatch) {
+                    layer.forward(input: x + start * inputSize, batch: min(microBatch, batch - start), parameters: weights,
+                                  preActivation: preActivation + start * outputSize, output: output + start * outputSize,
+                                  workspace: workspace.pointer, context: layerContext.skipping(start))
+                }
             }
+            // Layers without parameters have no pre-activation of their own; the loss reads the last layer's as
+            // logits, so there it is a copy of the output.
+            if index == layers.count - 1 && !layerHasParameters[index] { preActivation.update(from: output, count: batch * layer.outputSize) }
             x = UnsafePointer(output)
         }
     }
@@ -169,22 +222,39 @@ public final class Autoencoder {
     /// A buffer the loss writes dL/dz of the output layer into, for `backward`.
     public var outputGradient: UnsafeMutablePointer<Float> { gradientScratch.0.pointer }
 
-    /// Back-propagates `outputGradient` (dL/dz of the last layer, batch rows) and accumulates into `gradients`.
+    /// Back-propagates `outputGradient` (dL/dz of the last layer, batch rows) and accumulates into `gradients`, or,
+    /// given `gradientSlots`, micro-batch m's gradients into slot m (`stride` floats apart) for an exact sum.
     /// `context` is the forward pass's.
-    public func backward(input: UnsafePointer<Float>, batch: Int, context: PassContext = .inference) {
-        var context = context
+    public func backward(input: UnsafePointer<Float>, batch: Int, context: PassContext = .inference,
+                         gradientSlots: (base: UnsafeMutablePointer<Float>, stride: Int)? = nil) {
+        let slots = gradientSlots ?? (gradients.pointer, 0)
         var dz = gradientScratch.0.pointer
         var spare = gradientScratch.1.pointer
         for index in layers.indices.reversed() {
             let layer = layers[index]
             let startsFromSample = architecture.variational && index == architecture.encoderDepth
             let layerInput = index == 0 ? input : UnsafePointer(startsFromSample ? sampledCode.pointer : outputs[index - 1].pointer)
-            if batch > 0 {
-                context.layerIndex = index
-                layer.backward(input: layerInput, preActivation: preActivations[index].pointer, output: outputs[index].pointer,
-                               batch: batch, outputGradient: dz, parameters: parameters.pointer + parameterOffsets[index],
-                               gradients: gradients.pointer + parameterOffsets[index], inputGradient: index == 0 ? nil : spare,
-                               workspace: workspace.pointer, context: context)
+            var layerContext = self.context(context, layer: index)
+            layerContext.gradientSlotStride = slots.stride
+            let weights = parameters.pointer + parameterOffsets[index], inputGradient = index == 0 ? nil : spare
+            let preActivation = preActivations[index].pointer, output = outputs[index].pointer
+            if layerSpansBatch[index] {
+                layer.backward(input: layerInput, preActivation: preActivation, output: output, batch: batch, outputGradient: dz,
+                               parameters: weights, gradients: slots.base + parameterOffsets[index], inputGradient: inputGradient,
+                               workspace: workspace.pointer, context: layerContext)
+            } else {
+                let (inputSize, outputSize) = (layer.inputSize, layer.outputSize)
+                for (chunk, start) in stride(from: 0, to: batch, by: microBatch).enumerated() {
+                    layer.backward(input: layerInput + start * inputSize, preActivation: preActivation + start * outputSize,
+                                   output: output + start * outputSize, batch: min(microBatch, batch - start),
+                                   outputGradient: dz + start * outputSize, parameters: weights,
+                                   gradients: slots.base + chunk * slots.stride + parameterOffsets[index],
+                                   inputGradient: inputGradient.map { $0 + start * inputSize }, workspace: workspace.pointer,
+                                   context: layerContext.skipping(start))
+                    if let bias = biasHeldAtZero[index] {
+                        (slots.base + chunk * slots.stride + bias.lowerBound).update(repeating: 0, count: bias.count)
+                    }
+                }
             }
             if startsFromSample {
                 // Through z = μ + σ·ε and the KL term to the encoder's (linear) μ and log σ² outputs, into dz's buffer.

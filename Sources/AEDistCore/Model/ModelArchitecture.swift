@@ -10,8 +10,8 @@ public struct ModelArchitecture: Sendable {
 
     /// The kinds a `conv:` spec's tokens can name, each parsing its own tokens. A new kind adds itself here.
     static let specLayerKinds: [any Layer.Type] = [Conv2D.self, ConvTranspose2D.self, MaxPool2D.self, UpSample2D.self, Dropout.self,
-                                                   Dense.self, Reshape.self]
-    static let tokenHelp = "cF = conv, tF = transposed conv, pN = max-pool, uN = upsample, dropR = dropout, f = flatten, dN = dense, rHxWxC = reshape"
+                                                   BatchNorm.self, Dense.self, Reshape.self]
+    static let tokenHelp = "cF = conv, tF = transposed conv, pN = max-pool, uN = upsample, bn = batch normalisation, dropR = dropout, f = flatten, dN = dense, rHxWxC = reshape"
 
     public var inputSize: Int { layers.first!.inputSize }
     public var inputShape: [Int] { layers.first!.inputShape }
@@ -51,9 +51,12 @@ public struct ModelArchitecture: Sendable {
         }
     }
 
-    /// The first kind that recognises `token` parses it (each kind checks its own prefix, in list order).
-    static func parseLayer(_ token: Substring, name: String, inputShape: [Int], activation: Activation) throws -> (any Layer)? {
+    /// The first kind that recognises `token` parses it (each kind checks its own prefix, in list order), with
+    /// the activation the token gives, else the default if that kind takes one.
+    static func parseLayer(_ token: Substring, name: String, inputShape: [Int], explicit: Activation?,
+                           default defaultActivation: Activation) throws -> (any Layer)? {
         for kind in specLayerKinds {
+            let activation = explicit ?? (kind.takesDefaultActivation ? defaultActivation : .linear)
             if let layer = try kind.parse(token, name: name, inputShape: inputShape, activation: activation) { return layer }
         }
         return nil
@@ -103,10 +106,14 @@ public struct ModelArchitecture: Sendable {
         func appendTokens(_ tokens: [Substring], width: Int) throws {
             for token in tokens {
                 let name = "\(part).\(index)"
-                guard let layer = try parseLayer(token, name: name, inputShape: [width], activation: .linear),
-                      !layer.hasParameters, layer.outputShape == [width] else {
-                    throw SpecProblem("'\(token)' is not a layer that acts on a width, such as drop0.2")
+                let pieces = token.split(separator: ":", maxSplits: 1)
+                let explicit = pieces.count == 2 ? try activation(pieces[1]) : nil
+                guard let body = pieces.first,
+                      let layer = try parseLayer(body, name: name, inputShape: [width], explicit: explicit, default: .linear),
+                      !(layer is Dense), layer.outputShape == [width] else {
+                    throw SpecProblem("'\(token)' is not a layer that acts on a width, such as bn or drop0.2")
                 }
+                if !layer.hasParameters && explicit != nil { throw SpecProblem("'\(token)': dropout takes no activation") }
                 append(layer)
             }
         }
@@ -161,9 +168,10 @@ public struct ModelArchitecture: Sendable {
                 let pieces = token.split(separator: ":", maxSplits: 1)
                 guard let body = pieces.first else { throw SpecProblem("empty layer '\(token)'") }
                 let isLast = part == "decoder" && index == tokens.count - 1
-                let chosen = pieces.count == 2 ? try activation(pieces[1]) : (isLast ? config.outputActivation : config.activation)
+                let explicit = pieces.count == 2 ? try activation(pieces[1]) : nil
                 let name = "\(part).\(index)"
-                guard let layer = try parseLayer(body, name: name, inputShape: shape, activation: chosen) else {
+                guard let layer = try parseLayer(body, name: name, inputShape: shape, explicit: explicit,
+                                                 default: isLast ? config.outputActivation : config.activation) else {
                     throw SpecProblem("unknown layer '\(token)' (\(tokenHelp))")
                 }
                 if !layer.hasParameters && pieces.count == 2 {
@@ -229,6 +237,19 @@ public struct ModelArchitecture: Sendable {
         return ParameterLayout(tensors: tensors)
     }
 
+    /// Every buffer tensor (state kept but not trained, such as running statistics) in buffer order.
+    public var bufferLayout: ParameterLayout {
+        var tensors: [ParameterLayout.Tensor] = []
+        var offset = 0
+        for layer in layers {
+            for (name, shape) in layer.bufferShapes {
+                tensors.append(.init(layer: layer.name, name: name, shape: shape, offset: offset))
+                offset += shape.reduce(1, *)
+            }
+        }
+        return ParameterLayout(tensors: tensors)
+    }
+
     /// Why samples of `shape` do not fit this model's input, or nil when they do. Dense models take any shape with
     /// the right number of values (flattened); image models need the image shape itself ([H, W] for one channel).
     public func mismatch(sampleShape shape: [Int]) -> String? {
@@ -260,6 +281,7 @@ public struct ParameterLayout: Equatable, Sendable {
     }
 
     public var tensors: [Tensor]
+    public init(tensors: [Tensor]) { self.tensors = tensors }
     public var totalCount: Int { tensors.last.map { $0.offset + $0.count } ?? 0 }
 
     /// Identifies the layout (names, shapes, order) so ranks and checkpoints can tell they speak of the same model.

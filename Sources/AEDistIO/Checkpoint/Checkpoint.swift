@@ -23,10 +23,17 @@ public struct Checkpoint {
     public var metrics: [EpochMetrics]
     public var worldSize: Int
     public var aedistVersion: String
+    /// State kept with the model but not trained (BatchNorm's running statistics), in `bufferLayout`: stored under
+    /// /buffers/<layer>/<name>. Empty for models without such layers.
+    public var bufferLayout: ParameterLayout
+    public var buffers: FlatBuffer
 
     public init(config: TrainingConfig, layout: ParameterLayout, parameters: FlatBuffer, optimizerName: String,
                 optimizerStep: Int, optimizerState: [(name: String, buffer: FlatBuffer)], progress: TrainingProgress,
-                metrics: [EpochMetrics], worldSize: Int, aedistVersion: String) {
+                metrics: [EpochMetrics], worldSize: Int, aedistVersion: String,
+                bufferLayout: ParameterLayout = ParameterLayout(tensors: []), buffers: FlatBuffer = FlatBuffer(count: 0)) {
+        self.bufferLayout = bufferLayout
+        self.buffers = buffers
         self.config = config
         self.layout = layout
         self.parameters = parameters
@@ -54,6 +61,7 @@ public struct Checkpoint {
         try root.setAttribute("created", ISO8601DateFormatter().string(from: Date()))
 
         try Self.writeTensors(parameters, layout: layout, into: root.createGroup("parameters"))
+        if !bufferLayout.tensors.isEmpty { try Self.writeTensors(buffers, layout: bufferLayout, into: root.createGroup("buffers")) }
 
         let optimizer = try root.createGroup("optimizer")
         try optimizer.setAttribute("name", optimizerName)
@@ -113,8 +121,11 @@ public struct Checkpoint {
         do { config = try TrainingConfig.fromJSON(configText) } catch {
             throw HDF5Error("\(path): its 'config' attribute is not a valid aedist configuration (\(error))")
         }
-        let layout: ParameterLayout
-        do { layout = try ModelArchitecture(config.model).parameterLayout } catch {
+        let layout: ParameterLayout, bufferLayout: ParameterLayout
+        do {
+            let architecture = try ModelArchitecture(config.model)
+            (layout, bufferLayout) = (architecture.parameterLayout, architecture.bufferLayout)
+        } catch {
             throw HDF5Error("\(path): its config describes an unusable model: \(userMessage(error))")
         }
         let fileBytes = file.byteSize
@@ -129,6 +140,7 @@ public struct Checkpoint {
             throw HDF5Error("\(path) was written for model '\(config.model.spec)' (layout \(layout.hash)), but this run builds a different model (layout \(expectedLayout.hash)); pass the same --model, or a new --checkpoint-dir")
         }
         let parameters = try readTensors(root.group("parameters"), layout: layout)
+        let buffers = bufferLayout.tensors.isEmpty ? FlatBuffer(count: 0) : try readTensors(root.group("buffers"), layout: bufferLayout)
         let optimizer = try root.group("optimizer")
         let optimizerName = try optimizer.stringAttribute("name")
         let optimizerStep = Int(try optimizer.integerAttribute("step"))
@@ -177,7 +189,7 @@ public struct Checkpoint {
         return Checkpoint(config: config, layout: layout, parameters: parameters, optimizerName: optimizerName,
                           optimizerStep: optimizerStep, optimizerState: optimizerState, progress: progress,
                           metrics: metrics, worldSize: Int(try root.integerAttribute("world_size")),
-                          aedistVersion: try root.stringAttribute("aedist_version"))
+                          aedistVersion: try root.stringAttribute("aedist_version"), bufferLayout: bufferLayout, buffers: buffers)
     }
 
     /// Reads every tensor (HDF5 checks each one's Fletcher-32 checksum on the way) and checks the file's internal
@@ -196,6 +208,12 @@ public struct Checkpoint {
                 throw HDF5Error("\(path): parameters/\(tensor.path) holds a non-finite value (\(values[bad])) at index \(bad)")
             }
         }
+        for tensor in checkpoint.bufferLayout.tensors {
+            let values = UnsafeBufferPointer(start: checkpoint.buffers.pointer + tensor.offset, count: tensor.count)
+            if let bad = values.firstIndex(where: { !$0.isFinite }) {
+                throw HDF5Error("\(path): buffers/\(tensor.path) holds a non-finite value (\(values[bad])) at index \(bad)")
+            }
+        }
         let config = checkpoint.config.optimizer
         guard checkpoint.optimizerName == config.kind.rawValue else {
             throw HDF5Error("\(path): /optimizer says '\(checkpoint.optimizerName)' but its config says '\(config.kind.rawValue)'")
@@ -208,7 +226,7 @@ public struct Checkpoint {
             throw HDF5Error("\(path): optimizer state '\(name)' holds non-finite values")
         }
         let file = try HDF5File.open(path)
-        for group in ["parameters", "optimizer"] {
+        for group in ["parameters", "optimizer", "buffers"] where file.root.isGroup(group) {
             for dataset in try file.root.group(group).allDatasets() where !dataset.hasChecksum {
                 throw HDF5Error("\(path): \(dataset.path) carries no Fletcher-32 checksum, so its integrity cannot be checked")
             }

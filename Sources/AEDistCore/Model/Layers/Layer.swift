@@ -17,6 +17,22 @@ public protocol Layer: Sendable, CustomStringConvertible {
     var fan: (in: Int, out: Int) { get }
     /// Floats of scratch the kernels need; the model allocates the largest any layer asks for, once.
     var workspaceSize: Int { get }
+    /// State that is not trained but kept with the model (BatchNorm's running statistics), PyTorch's buffer names;
+    /// checkpoints store it beside the parameters. The layer sees its block as `context.buffers`.
+    var bufferShapes: [(name: String, shape: [Int])] { get }
+    /// Floats this layer keeps from its forward pass to its backward pass (`context.state`), beside its output.
+    var stateSize: Int { get }
+    /// Whether one call must see the whole batch (BatchNorm's statistics); other kinds may be run a micro-batch at
+    /// a time, which deterministic mode does.
+    var spansTheBatch: Bool { get }
+    /// Whether a spec token without ":act" takes the hidden layers' default activation (a convolution does; a
+    /// BatchNorm, which Keras and PyTorch apply before the activation, stays linear).
+    static var takesDefaultActivation: Bool { get }
+
+    /// Initial parameters of this layer's block, from the layer's own random stream (seed, layer index).
+    func initialize(parameters: UnsafeMutablePointer<Float>, seed: UInt64, layerIndex: Int)
+    /// Initial buffers (running statistics).
+    func initializeBuffers(_ buffers: UnsafeMutablePointer<Float>)
 
     /// Parses one layer token of a `conv:` spec ("c32k5s2v", "p2", "f", …) whose input has `inputShape`.
     /// Returns nil when the token belongs to another kind; throws `SpecProblem` when it is this kind's but wrong.
@@ -48,6 +64,17 @@ public struct PassContext {
     public var key: NoiseKey
     /// The layer being run, set by the model: each layer draws from a stream of its own.
     public var layerIndex = 0
+    /// Set by the model for the layer being run: its buffers (running statistics) and its forward-to-backward state.
+    public var buffers: UnsafeMutablePointer<Float>?
+    public var state: UnsafeMutablePointer<Float>?
+    /// Rows per micro-batch: a layer that spans the batch sums its statistics per micro-batch (in order, so that
+    /// deterministic mode can add them up exactly), and writes micro-batch m's parameter gradients at
+    /// `gradients + m · gradientSlotStride` (0: all into one).
+    public var microBatch = Int.max
+    public var gradientSlotStride = 0
+    /// Sums a layer's per-micro-batch statistics over the global batch (every rank's micro-batches); nil: this
+    /// process's rows are the whole batch.
+    public var statistics: BatchStatisticsReducer?
 
     public init(training: Bool, seed: UInt64, key: NoiseKey) {
         self.training = training
@@ -66,6 +93,14 @@ public struct PassContext {
     }
 }
 
+/// Adds up per-micro-batch statistics (each `width` doubles) over the global batch, on every rank alike: a sum
+/// across ranks, or in deterministic mode an exact one in micro-batch order. Collective: every rank calls it the
+/// same number of times per step, also a rank whose batch failed (with no rows).
+public protocol BatchStatisticsReducer: AnyObject {
+    /// `partials`: `chunks` rows of `width` sums, this rank's micro-batches in order; `totals`: `width` sums.
+    func reduce(_ partials: UnsafePointer<Double>, chunks: Int, width: Int, into totals: UnsafeMutablePointer<Double>)
+}
+
 /// What is wrong with one part of a model spec; `ModelArchitecture` adds the spec and examples to it.
 public struct SpecProblem: Error {
     public let reason: String
@@ -81,6 +116,12 @@ extension Layer {
     public var parameterShapes: [(name: String, shape: [Int])] { [] }
     public var fan: (in: Int, out: Int) { (inputSize, outputSize) }
     public var workspaceSize: Int { 0 }
+    public var bufferShapes: [(name: String, shape: [Int])] { [] }
+    public var stateSize: Int { 0 }
+    public var spansTheBatch: Bool { false }
+    public static var takesDefaultActivation: Bool { true }
+    public func initializeBuffers(_ buffers: UnsafeMutablePointer<Float>) {}
+    public var bufferCount: Int { bufferShapes.reduce(0) { $0 + $1.shape.reduce(1, *) } }
     public var activation: Activation { .linear }
     public func doublingOutputs() -> Self? { nil }
 

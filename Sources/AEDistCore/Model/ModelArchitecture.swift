@@ -225,24 +225,17 @@ public struct ModelArchitecture: Sendable {
     public static let maxValuesPerSample = 1 << 28
 
     /// Every parameter tensor in buffer order: the layout that checkpoints store and ranks compare.
-    public var parameterLayout: ParameterLayout {
-        var tensors: [ParameterLayout.Tensor] = []
-        var offset = 0
-        for layer in layers {
-            for (name, shape) in layer.parameterShapes {
-                tensors.append(.init(layer: layer.name, name: name, shape: shape, offset: offset))
-                offset += shape.reduce(1, *)
-            }
-        }
-        return ParameterLayout(tensors: tensors)
-    }
+    public var parameterLayout: ParameterLayout { layout { $0.parameterShapes } }
 
     /// Every buffer tensor (state kept but not trained, such as running statistics) in buffer order.
-    public var bufferLayout: ParameterLayout {
+    public var bufferLayout: ParameterLayout { layout { $0.bufferShapes } }
+
+    /// The tensors `shapes` names for each layer, back to back in layer order.
+    private func layout(_ shapes: (any Layer) -> [(name: String, shape: [Int])]) -> ParameterLayout {
         var tensors: [ParameterLayout.Tensor] = []
         var offset = 0
         for layer in layers {
-            for (name, shape) in layer.bufferShapes {
+            for (name, shape) in shapes(layer) {
                 tensors.append(.init(layer: layer.name, name: name, shape: shape, offset: offset))
                 offset += shape.reduce(1, *)
             }

@@ -12,10 +12,13 @@ public struct ConvTranspose2D: Layer {
     public let inputShape: [Int]
     public let outputShape: [Int]
     public let activation: Activation
-    public let filters, kernel, stride: Int
-    public let samePadding: Bool
-    /// The convolution whose adjoint this layer is: from [outH, outW, F] to [inH, inW, C].
+    /// The convolution whose adjoint this layer is: from [outH, outW, F] to [inH, inW, C]; it holds the kernel size,
+    /// stride and padding.
     let adjoint: Conv2D
+    public var filters: Int { outputShape[2] }
+    public var kernel: Int { adjoint.kernel }
+    public var stride: Int { adjoint.stride }
+    public var samePadding: Bool { adjoint.samePadding }
 
     public init(name: String, inputShape: [Int], filters: Int, kernel: Int, stride: Int, samePadding: Bool,
                 activation: Activation) throws {
@@ -25,7 +28,6 @@ public struct ConvTranspose2D: Layer {
         self.inputShape = inputShape
         outputShape = [height, width, filters]
         self.activation = activation
-        (self.filters, self.kernel, self.stride, self.samePadding) = (filters, kernel, stride, samePadding)
         adjoint = try Conv2D(name: name, inputShape: outputShape, filters: inputShape[2], kernel: kernel, stride: stride,
                              samePadding: samePadding, activation: .linear, allowDirect: false)
         precondition(adjoint.outputShape == inputShape, "a transposed convolution's adjoint maps back to its input")

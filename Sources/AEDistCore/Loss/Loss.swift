@@ -50,9 +50,11 @@ public enum Loss {
                     case .mse:
                         for j in 0..<count {
                             let diff = y[j] - x[j]
-                            g[j] = 2 * diff * perValue * outputActivation.derivative(z: z[j], y: y[j])
+                            g[j] = 2 * diff * perValue
                             squaredTerms[j] = diff * diff
                         }
+                        // Through the output activation in its own per-kind loop, so both loops stay vector code.
+                        if gradient != nil { outputActivation.backward(preActivations: z, outputs: y, gradient: g, count: count) }
                     }
                     let padded = (count + 7) / 8 * 8
                     for j in count..<padded { lossTerms[j] = 0; squaredTerms[j] = 0 }

@@ -24,6 +24,20 @@ final class DeterministicTests: XCTestCase {
         XCTAssertTrue(comparison.stdout.contains("max_abs_diff 0 bit_identical True"), comparison.stdout)
     }
 
+    /// BatchNorm's statistics under real mpirun: parameters and running statistics the same bits at 1 and 3 ranks.
+    func testBatchNormIsBitIdenticalAtOneAndThreeRanks() throws {
+        var folders: [String] = []
+        for ranks in [1, 3] {
+            let folder = Harness.temporaryDirectory()
+            assertSucceeded(try Harness.aedist(ranks: ranks, ["train", "--deterministic", "--epochs", "1", "--checkpoint-dir", folder,
+                                                              "--model", "conv:28x28x1/c8s2:linear-bn:relu/t8s2-bn-c1"]))
+            folders.append(folder)
+        }
+        let comparison = try Harness.python(["compare", "\(folders[0])/latest.h5", "\(folders[1])/latest.h5"])
+        XCTAssertTrue(comparison.stdout.contains("max_abs_diff 0 bit_identical True"), comparison.stdout)
+        XCTAssertTrue(try Harness.python(["check", "\(folders[0])/latest.h5"]).stdout.hasPrefix("ok"))
+    }
+
     /// Written by 8 ranks in the middle of an epoch, resumed by 2: the same bits as one rank running straight through.
     func testElasticResumeAcrossRankCountsIsBitIdentical() throws {
         let straight = Harness.temporaryDirectory(), elastic = Harness.temporaryDirectory()

@@ -2,7 +2,7 @@
 """Reads aedist checkpoints with h5py — an HDF5 reader aedist did not write — for the end-to-end tests.
 
   checkpoint_tool.py check FILE           verify the documented layout; print "ok <n> tensors"
-  checkpoint_tool.py compare A B          print the largest absolute difference over all parameter and optimizer tensors
+  checkpoint_tool.py compare A B          print the largest absolute difference over all parameter, optimizer and buffer tensors
   checkpoint_tool.py flip FILE DATASET     flip one byte inside DATASET's first stored chunk (a silent disk error)
   checkpoint_tool.py tamper KIND FILE      damage a checkpoint the way a hostile or broken writer would (KIND:
                                           huge-tensor, huge-model, string-tensor, missing-optimizer)
@@ -27,6 +27,8 @@ def tensors(f):
 
     f["parameters"].visititems(lambda n, o: visit("parameters/" + n, o))
     f["optimizer"].visititems(lambda n, o: visit("optimizer/" + n, o))
+    if "buffers" in f:  # BatchNorm's running statistics
+        f["buffers"].visititems(lambda n, o: visit("buffers/" + n, o))
     return found
 
 
@@ -53,8 +55,14 @@ def check(path):
         for name in parameters:
             if name.endswith("/weight"):
                 layer = name[len("parameters/"):-len("/weight")]
-                out_size, in_size = found[name].shape
-                assert found[f"parameters/{layer}/bias"].shape == (out_size,), layer
+                weight = found[name].shape
+                # dense [out, in] and conv [filters, k, k, in]: bias [out]; transposed conv [in, k, k, filters]:
+                # bias [filters]; BatchNorm γ [channels]: β [channels]
+                assert found[f"parameters/{layer}/bias"].shape in ((weight[0],), (weight[-1],)), layer
+                if f"buffers/{layer}/running_mean" in found:
+                    assert found[f"buffers/{layer}/running_mean"].shape == weight, layer
+                    assert found[f"buffers/{layer}/running_var"].shape == weight, layer
+                    assert np.all(found[f"buffers/{layer}/running_var"] >= 0), layer
         state = f["optimizer"].attrs["name"]
         print(f"ok {len(found)} tensors, optimizer {state}, epochs {list(epochs)}")
 

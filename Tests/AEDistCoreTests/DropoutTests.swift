@@ -76,7 +76,7 @@ final class DropoutTests: XCTestCase {
         let conv = try AEDistCoreTests.architecture("conv:28x28x1/c8-drop0.1-p2/u2-c1")
         XCTAssertTrue(conv.layers[1] is Dropout)
         for (spec, fragment) in [("dense:784-256-drop1.5-32", "'drop1.5' is not a dropout rate in [0, 1)"),
-                                 ("conv:28x28x1/c8/c1-drop0.1", "cannot be the model's last layer"),
+                                 ("conv:28x28x1/c8/c1-drop0.1", "only reshape, flatten, pooling and upsampling may follow it"),
                                  ("dense:784-32/256-784-drop0.1", "comes after the output layer"),
                                  ("conv:28x28x1/c8-drop0.1:relu/c1", "take no activation"),
                                  ("dense:784-256-dropx-32", "'dropx' is not a dropout rate")] {

@@ -97,7 +97,10 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
         }
         let architecture = try ModelArchitecture(model)
         if loss == .bce && architecture.outputActivation != .sigmoid {
-            try fail("--loss bce needs a sigmoid output (--output-activation sigmoid); the model's output is \(architecture.outputActivation.rawValue)")
+            let output = architecture.layers[architecture.outputLayerIndex]
+            let fix = output.activation == model.outputActivation
+                ? "pass --output-activation sigmoid" : "write ':sigmoid' after \(output.name)'s layer in --model"
+            try fail("--loss bce needs a sigmoid output, but the output layer \(output.name) is \(output.activation.rawValue): \(fix), or use --loss mse")
         }
         if !(model.beta >= 0 && model.beta.isFinite) { try fail("--beta must be 0 or more (got \(model.beta))") }
         if !(model.sparsityTarget >= 0 && model.sparsityTarget < 1) { try fail("--sparsity-target must be in (0, 1), or 0 for off (got \(model.sparsityTarget))") }

@@ -147,9 +147,16 @@ public final class Autoencoder {
                                   workspace: workspace.pointer, context: layerContext.skipping(start))
                 }
             }
-            // Layers without parameters have no pre-activation of their own; the loss reads the last layer's as
-            // logits, so there it is a copy of the output.
-            if index == layers.count - 1 && !layerHasParameters[index] { preActivation.update(from: output, count: batch * layer.outputSize) }
+            // After the output layer (reshape, pooling, upsampling): the loss reads the last layer's pre-activations
+            // as the output's logits, so these layers move the output layer's logits the same way.
+            if index > architecture.outputLayerIndex {
+                let logits = UnsafePointer(preActivations[index - 1].pointer), (inputSize, outputSize) = (layer.inputSize, layer.outputSize)
+                for start in stride(from: 0, to: batch, by: microBatch) {
+                    layer.forward(input: logits + start * inputSize, batch: min(microBatch, batch - start), parameters: weights,
+                                  preActivation: preActivation + start * outputSize, output: preActivation + start * outputSize,
+                                  workspace: workspace.pointer, context: layerContext.skipping(start))
+                }
+            }
             x = UnsafePointer(output)
         }
     }
@@ -265,8 +272,11 @@ public final class Autoencoder {
                 if index == architecture.encoderDepth {
                     codePenalty.addGradient(code: layerInput, into: spare, batch: batch, codeSize: layer.inputSize)
                 }
-                layers[index - 1].activation.backward(preActivations: preActivations[index - 1].pointer, outputs: layerInput, gradient: spare,
-                                                           count: batch * layer.inputSize)
+                // The loss's gradient is already one of the output layer's logits, also through the layers after it.
+                if index - 1 != architecture.outputLayerIndex {
+                    layers[index - 1].activation.backward(preActivations: preActivations[index - 1].pointer, outputs: layerInput,
+                                                          gradient: spare, count: batch * layer.inputSize)
+                }
                 swap(&dz, &spare)
             }
         }

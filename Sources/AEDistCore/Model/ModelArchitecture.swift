@@ -18,7 +18,10 @@ public struct ModelArchitecture: Sendable {
     /// Values of the code the decoder starts from (half the encoder's output when variational).
     public var codeSize: Int { layers[encoderDepth].inputSize }
     public var codeShape: [Int] { layers[encoderDepth].inputShape }
-    public var outputActivation: Activation { layers.last!.activation }
+    /// The last layer with parameters: its activation is the model's output activation, and only layers that pass
+    /// values through unchanged (reshape, flatten, pooling, upsampling) may follow it.
+    public private(set) var outputLayerIndex = 0
+    public var outputActivation: Activation { layers[outputLayerIndex].activation }
     /// The layer whose output is the code (for a variational model: μ and log σ²).
     public var codeLayer: any Layer { layers[encoderDepth - 1] }
 
@@ -46,6 +49,11 @@ public struct ModelArchitecture: Sendable {
                 variational = true
             }
             try Self.checkSizes(layers)
+            guard let output = layers.lastIndex(where: \.hasParameters) else { throw SpecProblem("no layer has parameters") }
+            if let after = layers[(output + 1)...].first(where: { !$0.passesValuesThrough }) {
+                throw SpecProblem("\(after.name) (\(after.description)) comes after the output layer \(layers[output].name); only reshape, flatten, pooling and upsampling may follow it")
+            }
+            outputLayerIndex = output
         } catch let problem as SpecProblem {
             throw fail(problem.reason)
         }
@@ -161,6 +169,9 @@ public struct ModelArchitecture: Sendable {
         var shape = dimensions
         var layers: [any Layer] = []
         var encoderDepth = 0
+        // Per layer, its token and whether it wrote its activation: the output layer takes the default output
+        // activation even when reshaping, pooling or upsampling layers follow it.
+        var parsed: [(body: Substring, explicit: Bool)] = []
         let encoderTokens = sections[1].split(separator: "-"), decoderTokens = sections[2].split(separator: "-")
         guard !encoderTokens.isEmpty, !decoderTokens.isEmpty else { throw SpecProblem("the encoder and the decoder need at least one layer each") }
         for (part, tokens) in [("encoder", encoderTokens), ("decoder", decoderTokens)] {
@@ -177,7 +188,7 @@ public struct ModelArchitecture: Sendable {
                 if !layer.hasParameters && pieces.count == 2 {
                     throw SpecProblem("'\(token)': pooling, upsampling, dropout and reshaping take no activation")
                 }
-                if isLast && layer is Dropout { throw SpecProblem("'\(token)' cannot be the model's last layer (its output layer)") }
+                parsed.append((body, explicit != nil))
                 // Checked at once: the next token's kind computes with this output shape.
                 try checkOutputSize(layer)
                 layers.append(layer)
@@ -187,6 +198,11 @@ public struct ModelArchitecture: Sendable {
         }
         guard shape == dimensions else {
             throw SpecProblem("the decoder ends at \(shape.map(String.init).joined(separator: "×")), not at the input's \(dimensions.map(String.init).joined(separator: "×"))")
+        }
+        if let output = layers.lastIndex(where: \.hasParameters), output != layers.count - 1, !parsed[output].explicit, output >= encoderDepth,
+           let layer = try parseLayer(parsed[output].body, name: layers[output].name, inputShape: layers[output].inputShape,
+                                      explicit: nil, default: config.outputActivation) {
+            layers[output] = layer
         }
         return (layers, encoderDepth)
     }

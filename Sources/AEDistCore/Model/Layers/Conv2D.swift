@@ -81,7 +81,11 @@ public struct Conv2D: Layer {
     var positions: Int { outHeight * outWidth }
     /// Samples per im2col chunk: about 4096 rows of columns per GEMM.
     var samplesPerChunk: Int { max(1, 4096 / positions) }
-    public var workspaceSize: Int { isDirect ? 0 : samplesPerChunk * positions * columns }
+    /// im2col rows, or for a direct layer the weight gradient's blocked sum; either way room for the bias
+    /// gradient's blocked sum, used before them.
+    public var workspaceSize: Int {
+        max(isDirect ? BlockedSum.scratchSize(weightCount) : samplesPerChunk * positions * columns, BlockedSum.scratchSize(filters))
+    }
     /// A layer with few filters (an image decoder's last layer, one per colour channel) computes directly: im2col
     /// would copy k·k·C values per pixel to feed a GEMM only a few columns wide, more memory traffic than arithmetic.
     let isDirect: Bool
@@ -171,11 +175,11 @@ public struct Conv2D: Layer {
                          gradients: UnsafeMutablePointer<Float>, inputGradient: UnsafeMutablePointer<Float>?,
                          workspace: UnsafeMutablePointer<Float>, context: PassContext) {
         let weights = parameters, weightGradient = gradients
-        accumulateBiasGradient(dz, rows: batch * positions, width: filters, into: gradients + weightCount)
+        accumulateBiasGradient(dz, rows: batch * positions, width: filters, into: gradients + weightCount, scratch: workspace)
         inputGradient?.update(repeating: 0, count: batch * inHeight * inWidth * inChannels)
         if isDirect {
             directBackward(input: input, batch: batch, preActivationGradient: dz, weights: weights,
-                           weightGradient: weightGradient, inputGradient: inputGradient)
+                           weightGradient: weightGradient, inputGradient: inputGradient, scratch: workspace)
             return
         }
         var first = 0
@@ -227,15 +231,18 @@ public struct Conv2D: Layer {
     /// dW[f, ky, kx, c] += dz · x and dx[n, iy, ix, c] += dz · W[f, ky, kx, c], over every receptive field.
     private func directBackward(input: UnsafePointer<Float>, batch: Int, preActivationGradient dz: UnsafePointer<Float>,
                                 weights: UnsafePointer<Float>, weightGradient: UnsafeMutablePointer<Float>,
-                                inputGradient: UnsafeMutablePointer<Float>?) {
+                                inputGradient: UnsafeMutablePointer<Float>?, scratch: UnsafeMutablePointer<Float>) {
         let channels = inChannels, filters = self.filters, columns = self.columns
+        // dW gathers a term from every output pixel of the batch: blocked, like the bias gradient.
+        let sum = BlockedSum(count: weightCount, scratch: scratch)
         forEachPixel(first: 0, count: batch) { output, taps in
+            if output % BlockedSum.blockTerms == 0 && output > 0 { sum.flush() }
             for f in 0..<filters {
                 let g = dz[output * filters + f]
                 guard g != 0 else { continue }
                 taps { weight, pixel in
                     guard let pixel else { return }
-                    let dw = weightGradient + f * columns + weight, x = input + pixel
+                    let dw = sum.block + f * columns + weight, x = input + pixel
                     for c in 0..<channels { dw[c] += g * x[c] }
                     if let inputGradient {
                         let w = weights + f * columns + weight, dx = inputGradient + pixel
@@ -244,5 +251,6 @@ public struct Conv2D: Layer {
                 }
             }
         }
+        sum.finish(into: weightGradient)
     }
 }

@@ -50,7 +50,8 @@ public struct ConvTranspose2D: Layer {
     public var parameterShapes: [(name: String, shape: [Int])] { [("weight", [inChannels, kernel, kernel, filters]), ("bias", [filters])] }
     /// Keras and PyTorch count a transposed kernel's fans the other way round from a convolution's.
     public var fan: (in: Int, out: Int) { (kernel * kernel * filters, kernel * kernel * inChannels) }
-    public var workspaceSize: Int { adjoint.workspaceSize }
+    /// The adjoint's im2col rows, or the bias gradient's blocked sum (used before them).
+    public var workspaceSize: Int { max(adjoint.workspaceSize, BlockedSum.scratchSize(filters)) }
 
     public var description: String {
         "\(name) transposed conv \(kernel)×\(kernel)×\(filters)\(stride > 1 ? " stride \(stride)" : "")\(samePadding ? "" : " valid") \(shapes) \(activation.rawValue)"
@@ -84,7 +85,7 @@ public struct ConvTranspose2D: Layer {
                          outputGradient dz: UnsafePointer<Float>, parameters: UnsafePointer<Float>,
                          gradients: UnsafeMutablePointer<Float>, inputGradient: UnsafeMutablePointer<Float>?,
                          workspace: UnsafeMutablePointer<Float>, context: PassContext) {
-        accumulateBiasGradient(dz, rows: batch * outputPositions, width: filters, into: gradients + weightCount)
+        accumulateBiasGradient(dz, rows: batch * outputPositions, width: filters, into: gradients + weightCount, scratch: workspace)
         var first = 0
         while first < batch {
             let count = min(adjoint.samplesPerChunk, batch - first), rows = count * inputPositions

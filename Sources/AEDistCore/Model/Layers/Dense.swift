@@ -14,6 +14,8 @@ public struct Dense: Layer {
     }
 
     public var parameterShapes: [(name: String, shape: [Int])] { [("weight", [outputSize, inputSize]), ("bias", [outputSize])] }
+    /// The bias gradient's blocked sum.
+    public var workspaceSize: Int { BlockedSum.scratchSize(outputSize) }
     public var description: String { "\(name) \(inputSize)→\(outputSize) \(activation.rawValue)" }
 
     public static func parse(_ token: Substring, name: String, inputShape: [Int], activation: Activation) throws -> Dense? {
@@ -43,7 +45,7 @@ public struct Dense: Layer {
                          workspace: UnsafeMutablePointer<Float>, context: PassContext) {
         BLAS.gemm(transposeA: true, m: outputSize, n: inputSize, k: batch, a: dz, lda: outputSize, b: input,
                   ldb: inputSize, beta: 1, c: gradients, ldc: inputSize)
-        accumulateBiasGradient(dz, rows: batch, width: outputSize, into: gradients + inputSize * outputSize)
+        accumulateBiasGradient(dz, rows: batch, width: outputSize, into: gradients + inputSize * outputSize, scratch: workspace)
         if let inputGradient {
             BLAS.gemm(m: batch, n: inputSize, k: outputSize, a: dz, lda: outputSize, b: parameters,
                       ldb: inputSize, beta: 0, c: inputGradient, ldc: inputSize)

@@ -22,6 +22,9 @@ public protocol Layer: Sendable, CustomStringConvertible {
     var bufferShapes: [(name: String, shape: [Int])] { get }
     /// Floats this layer keeps from its forward pass to its backward pass (`context.state`), beside its output.
     var stateSize: Int { get }
+    /// Whether the layer only moves or copies values (reshape, flatten, pooling, upsampling): it may follow the
+    /// output layer, and the loss then sees the output layer's logits moved the same way.
+    var passesValuesThrough: Bool { get }
     /// Whether one call must see the whole batch (BatchNorm's statistics); other kinds may be run a micro-batch at
     /// a time, which deterministic mode does.
     var spansTheBatch: Bool { get }
@@ -119,6 +122,7 @@ extension Layer {
     public var bufferShapes: [(name: String, shape: [Int])] { [] }
     public var stateSize: Int { 0 }
     public var spansTheBatch: Bool { false }
+    public var passesValuesThrough: Bool { false }
     public static var takesDefaultActivation: Bool { true }
     public func initializeBuffers(_ buffers: UnsafeMutablePointer<Float>) {}
     public var bufferCount: Int { bufferShapes.reduce(0) { $0 + $1.shape.reduce(1, *) } }
@@ -164,10 +168,57 @@ func applyBiasAndActivation(preActivation z: UnsafeMutablePointer<Float>, output
     }
 }
 
-/// db += Σ over rows of dz: the bias gradient of every kind whose bias is added to each row.
-func accumulateBiasGradient(_ dz: UnsafePointer<Float>, rows: Int, width: Int, into biasGradient: UnsafeMutablePointer<Float>) {
-    for row in 0..<rows {
-        let g = dz + row * width
-        for j in 0..<width { biasGradient[j] += g[j] }
+/// db += Σ over rows of dz: the bias gradient of every kind whose bias is added to each row, summed without a long
+/// float32 running total (`BlockedSum`). `scratch`: `BlockedSum.scratchSize(width)` floats.
+func accumulateBiasGradient(_ dz: UnsafePointer<Float>, rows: Int, width: Int, into biasGradient: UnsafeMutablePointer<Float>,
+                            scratch: UnsafeMutablePointer<Float>) {
+    let sum = BlockedSum(count: width, scratch: scratch)
+    var row = 0
+    while row < rows {
+        let end = min(row + BlockedSum.blockTerms, rows)
+        for r in row..<end {
+            let g = dz + r * width
+            for j in 0..<width { sum.block[j] += g[j] }
+        }
+        sum.flush()
+        row = end
+    }
+    sum.finish(into: biasGradient)
+}
+
+/// Totals of many float32 terms whose error does not grow with their number. One float32 running total over N terms
+/// errs by up to N·ε relative (a conv layer's bias gradient adds batch × pixels terms: 10⁶ and more); here terms go
+/// into a float32 block (vector code, as before), and every `blockTerms` terms the block is added into float64
+/// totals: the error stays near `blockTerms`·ε whatever N.
+struct BlockedSum {
+    static let blockTerms = 64
+    let count: Int
+    /// Float64 totals first (their alignment), then the float32 block.
+    let totals: UnsafeMutablePointer<Double>
+    let block: UnsafeMutablePointer<Float>
+
+    static func scratchSize(_ count: Int) -> Int { 3 * count }
+
+    /// Starts at zero.
+    init(count: Int, scratch: UnsafeMutablePointer<Float>) {
+        self.count = count
+        totals = UnsafeMutableRawPointer(scratch).bindMemory(to: Double.self, capacity: count)
+        block = UnsafeMutableRawPointer(scratch + 2 * count).bindMemory(to: Float.self, capacity: count)
+        totals.update(repeating: 0, count: count)
+        block.update(repeating: 0, count: count)
+    }
+
+    /// Moves the block into the totals.
+    func flush() {
+        for j in 0..<count {
+            totals[j] += Double(block[j])
+            block[j] = 0
+        }
+    }
+
+    /// destination += the totals (after a last flush).
+    func finish(into destination: UnsafeMutablePointer<Float>) {
+        flush()
+        for j in 0..<count { destination[j] = Float(Double(destination[j]) + totals[j]) }
     }
 }

@@ -25,6 +25,7 @@ public struct MaxPool2D: Layer {
         return MaxPool2D(name: name, inputShape: inputShape, size: size)
     }
 
+    public var passesValuesThrough: Bool { true }
     public var description: String { "\(name) maxpool \(size) \(shapes)" }
 
     public func forward(input: UnsafePointer<Float>, batch: Int, parameters: UnsafePointer<Float>,

@@ -4,6 +4,7 @@ public struct Reshape: Layer {
     public let inputShape: [Int]
     public let outputShape: [Int]
 
+    public var passesValuesThrough: Bool { true }
     public var description: String { "\(name) \(outputShape.count == 1 ? "flatten" : "reshape") \(shapes)" }
 
     public static func parse(_ token: Substring, name: String, inputShape: [Int], activation: Activation) throws -> Reshape? {

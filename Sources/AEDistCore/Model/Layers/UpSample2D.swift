@@ -25,6 +25,7 @@ public struct UpSample2D: Layer {
         return UpSample2D(name: name, inputShape: inputShape, factor: factor)
     }
 
+    public var passesValuesThrough: Bool { true }
     public var description: String { "\(name) upsample \(factor) \(shapes)" }
 
     public func forward(input: UnsafePointer<Float>, batch: Int, parameters: UnsafePointer<Float>,

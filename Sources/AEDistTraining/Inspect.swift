@@ -196,6 +196,15 @@ public struct CheckpointReport {
             },
         ]
         object["config"] = (try? JSONSerialization.jsonObject(with: Data(configText.utf8))) ?? configText
+        if let config, let architecture = try? ModelArchitecture(config.model) {
+            object["layers"] = architecture.layers.map { layer -> [String: Any] in
+                var entry: [String: Any] = ["name": layer.name, "kind": String(describing: type(of: layer)),
+                                            "input_shape": layer.inputShape, "output_shape": layer.outputShape,
+                                            "activation": layer.activation.rawValue]
+                for (key, value) in layer.settings { entry[key] = Int(value).map { $0 as Any } ?? Double(value).map { $0 as Any } ?? value }
+                return entry
+            }
+        }
         let data = try! JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
         return String(decoding: data, as: UTF8.self)
     }

@@ -94,6 +94,10 @@ public final class Trainer {
             return summary(samplesPerSecond: history.last?.samplesPerSecond ?? 0)
         }
         StopPolicy.catchSignals()
+        if session.saveInitial && progress.globalStep == 0 {
+            try saveCheckpoint(isBest: false)
+            console.line("initial parameters: \(lastCheckpoint ?? "written")")
+        }
         try startTimeline()
         let prefetcher = BatchPrefetcher(source: setup.trainSet, schedule: schedule, rank: communicator.rank, size: communicator.size,
                                          maxRows: setup.maxRowsPerRank, startEpoch: progress.epochsCompleted,

@@ -35,6 +35,8 @@ public struct SessionOptions {
     /// The names under which the user set the values two configurations differ in (the command line's flags; the
     /// config file's keys by default), for messages that say what to pass.
     public var flagsThatDiffer: @Sendable (TrainingConfig, TrainingConfig) -> [String]
+    /// Write a checkpoint of the initial parameters (step 0) before the first step.
+    public var saveInitial = false
 
     public init(resume: ResumeRequest = .none, timeLimit: TimeInterval? = nil, startTime: Date = Date(), mpiStart: Date? = nil,
                 timelinePath: String? = nil, fault: FaultInjection? = nil,

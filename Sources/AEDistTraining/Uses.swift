@@ -285,3 +285,52 @@ public enum AnomalyReport {
                 positives == 0 ? .nan : Double(truePositives) / Double(positives))
     }
 }
+
+extension TrainedModel {
+    /// The mean loss and its mean gradient over the first `rows` samples of `set` (all when nil), computed as one
+    /// training step computes them: training mode (dropout masks of epoch 0, BatchNorm on these rows' statistics
+    /// over every rank), each rank a contiguous share, summed with one all-reduce. Collective. For comparing
+    /// aedist's gradients with another framework's on the same weights and rows.
+    public func gradient(of set: SampleSet, rows: Int?) throws -> (loss: Double, gradients: FlatBuffer, rows: Range<Int>) {
+        let comm = communicator
+        let all = 0..<min(rows ?? set.rowCount, set.rowCount)
+        let mine = BatchSchedule.slice(of: all, rank: comm.rank, size: comm.size)
+        let message = StepMessage(parameterCount: architecture.parameterLayout.totalCount,
+                                  activationUnits: model.codePenalty.sparsity?.units ?? 0)
+        let replica = Autoencoder(architecture: architecture, maxBatch: max(mine.count, 1), gradients: message.gradients)
+        replica.parameters.copy(from: model.parameters)
+        replica.buffers.copy(from: model.buffers)
+        replica.klWeight = model.klWeight
+        replica.codePenalty = model.codePenalty
+        let step = GradientStep(model: replica, config: config, maxRows: max(mine.count, 1), communicator: comm, globalBatchSize: all.count)
+        let inputs = FlatBuffer(count: max(mine.count, 1) * architecture.inputSize)
+        try comm.together { try set.read(mine, into: inputs.pointer) }
+        try step.accumulate(rows: inputs.pointer, count: mine.count, key: NoiseKey(epoch: 0, first: mine.lowerBound), step: 0, into: message)
+        try comm.allReduceSum(message.buffer.buffer)
+        message.gradients.scale(by: 1 / Float(max(all.count, 1)))
+        return (message.lossSum / Double(max(all.count, 1)), message.gradients, all)
+    }
+
+    /// `gradient(of:rows:)` to an HDF5 file: /loss, /gradients/<layer>/<weight|bias> (the checkpoint's names and
+    /// shapes), /rows (the sample indices used).
+    public func writeGradient(_ result: (loss: Double, gradients: FlatBuffer, rows: Range<Int>), of set: SampleSet, to path: String) throws {
+        try AtomicFile.write(to: path) { temporary in
+            let file = try HDF5File.create(temporary)
+            let loss = try file.root.write("loss", doubles: [result.loss])
+            try loss.setAttribute("meaning", "mean over the rows of each sample's \(config.loss.rawValue) loss (its mean over the sample's values, plus the model's penalties)")
+            try file.root.write("rows", integers: result.rows.map(Int64.init))
+            let group = try file.root.createGroup("gradients")
+            try group.setAttribute("meaning", "d(mean loss)/d(parameter), training mode (dropout of epoch 0, BatchNorm on these rows)")
+            try group.setAttribute("checkpoint", checkpointPath)
+            try group.setAttribute("source", set.name)
+            var layerGroups: [String: HDF5Group] = [:]
+            for tensor in architecture.parameterLayout.tensors {
+                let layerGroup = try layerGroups[tensor.layer] ?? group.createGroup(tensor.layer)
+                layerGroups[tensor.layer] = layerGroup
+                _ = try layerGroup.write(tensor.name, shape: tensor.shape,
+                                         floats: UnsafeBufferPointer(start: result.gradients.pointer + tensor.offset, count: tensor.count))
+            }
+            try file.close()
+        }
+    }
+}

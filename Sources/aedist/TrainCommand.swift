@@ -121,6 +121,8 @@ struct TrainCommand: ParsableCommand {
     var driftCheckEvery: Int?
     @Option(help: ArgumentHelp("Continue from a checkpoint: 'auto' (the folder's latest.h5, or start fresh if none) or a file.", valueName: "auto|path"))
     var resume: String?
+    @Flag(help: "Also write a checkpoint of the initial parameters (step 0, ckpt-e0000-s0000000.h5) before the first step: to compare gradients with another framework from the same start.")
+    var saveInitial = false
 
     // Batch jobs
     @Option(help: ArgumentHelp("Wall-clock budget (3600, 90m, 12h, HH:MM:SS or Slurm's D-HH:MM:SS): checkpoint and exit with status 75 before it runs out, with a margin measured from the slowest step and checkpoint. SIGTERM, SIGUSR1 and SIGUSR2 do the same at the next step.", valueName: "duration"))
@@ -217,9 +219,10 @@ struct TrainCommand: ParsableCommand {
         // Deterministic mode needs the same BLAS arithmetic on every rank count: one thread.
         try runOnEveryRank(collectiveTimeout: collectiveTimeout,
                            blasThreads: configuration.schedule.deterministic ? 1 : blasThreads) { world, console in
-            let session = SessionOptions(resume: ResumeRequest(resume), timeLimit: timeLimit.flatMap(StopPolicy.parseDuration),
+            var session = SessionOptions(resume: ResumeRequest(resume), timeLimit: timeLimit.flatMap(StopPolicy.parseDuration),
                                          startTime: Launch.startTime, mpiStart: Launch.mpiStart, timelinePath: timeline,
                                          fault: FaultInjection.fromEnvironment(), flagsThatDiffer: Self.flagsThatDiffer)
+            session.saveInitial = saveInitial
             let trainer = try Trainer(config: configuration, communicator: world, session: session, console: console)
             let summary = try trainer.run()
             let checksum = try trainer.verifyReplicasIdentical()

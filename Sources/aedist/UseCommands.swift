@@ -111,6 +111,38 @@ struct ReconstructCommand: ParsableCommand {
     }
 }
 
+struct GradientCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gradient",
+        abstract: "Write the mean loss and its gradient over some samples, in the checkpoint's names, to compare with another framework.",
+        discussion: """
+        Computed as one training step computes it (training mode: dropout, BatchNorm on these rows), across the \
+        ranks of an MPI job or alone. Example: aedist gradient checkpoints/latest.h5 --dataset /val/x --rows 256 --output g.h5
+        """)
+
+    @OptionGroup var input: ModelInput
+    @Option(parsing: .unconditional, help: ArgumentHelp("Use the first N samples (default: all).", valueName: "n"))
+    var rows: Int?
+    @Option(help: ArgumentHelp("HDF5 file to create: /loss, /gradients/<layer>/<weight|bias>, /rows.", valueName: "file.h5"))
+    var output: String
+
+    func validate() throws {
+        if let rows, rows < 1 { throw ValidationError("--rows must be at least 1 (got \(rows))") }
+    }
+
+    func run() throws {
+        try runOnEveryRank { world, console in
+            let model = try TrainedModel(checkpointPath: input.checkpoint, communicator: world)
+            let samples = try model.open(data: input.data, dataset: input.dataset, scale: input.scale)
+            let result = try model.gradient(of: samples, rows: rows)
+            try world.together { if world.isRoot { try model.writeGradient(result, of: samples, to: output) } }
+            console.line(String(format: "%@: %d samples, mean %@ %.6f; gradient of %d parameters to %@", samples.name, result.rows.count,
+                                model.config.loss.rawValue, result.loss, result.gradients.count, output))
+            return 0
+        }
+    }
+}
+
 struct EvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "eval",

@@ -13,7 +13,7 @@ struct AEDist: ParsableCommand {
         """,
         version: AEDistVersion.string,
         subcommands: [TrainCommand.self, InspectCommand.self, EncodeCommand.self, ReconstructCommand.self, ScoreCommand.self,
-                      EvalCommand.self, PlotCommand.self, GenerateCommand.self])
+                      EvalCommand.self, GradientCommand.self, PlotCommand.self, GenerateCommand.self])
 }
 
 Launch.prepareBLASLibrary()

@@ -156,3 +156,44 @@ final class VariationalUseTests: XCTestCase {
         XCTAssertTrue(outcome.stderr.contains("is not a variational model"), outcome.stderr)
     }
 }
+
+/// `aedist gradient`, `train --save-initial` and `inspect --json`'s layer list: what a user needs to check aedist's
+/// gradients against another framework from outside.
+final class GradientCheckFromOutsideTests: XCTestCase {
+    func testGradientsAreTheSameAtOneAndTwoRanksAndNamedLikeTheCheckpoint() throws {
+        let folder = Harness.temporaryDirectory()
+        let model = "conv:28x28x1/c8s2:linear-bn:relu-drop0.1/t8s2-c1"
+        let trained = try Harness.aedist(ranks: 2, ["train", "--model", model, "--epochs", "1", "--save-initial", "--checkpoint-dir", folder])
+        assertSucceeded(trained)
+        XCTAssertTrue(trained.stdout.contains("initial parameters: \(folder)/ckpt-e0000-s0000000.h5"), trained.stdout)
+        for ranks in [1, 2] {
+            let outcome = try Harness.aedist(ranks: ranks, ["gradient", folder + "/ckpt-e0000-s0000000.h5", "--dataset", "/val/x",
+                                                            "--rows", "300", "--output", folder + "/g\(ranks).h5"])
+            assertSucceeded(outcome)
+            XCTAssertTrue(outcome.stdout.contains("/val/x: 300 samples, mean bce "), outcome.stdout)
+        }
+        let script = """
+        import h5py, numpy as np
+        a, b = h5py.File("\(folder)/g1.h5", "r"), h5py.File("\(folder)/g2.h5", "r")
+        c = h5py.File("\(folder)/ckpt-e0000-s0000000.h5", "r")
+        names = []
+        a["gradients"].visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+        assert sorted(names) == sorted(n for n in names if ("parameters/" + n) in c), names
+        assert all(a["gradients/" + n].shape == c["parameters/" + n].shape for n in names)
+        worst = max(float(np.abs(a["gradients/" + n][()] - b["gradients/" + n][()]).max() / (np.abs(a["gradients/" + n][()]).max() + 1e-12)) for n in names)
+        print("rows", a["rows"].shape[0], "loss", float(a["loss"][0]), float(b["loss"][0]), "worst", worst)
+        assert a["rows"].shape == (300,) and abs(float(a["loss"][0]) - float(b["loss"][0])) < 1e-5 and worst < 1e-4, worst
+        """
+        let compared = try Harness.pythonScript(script)
+        XCTAssertEqual(compared.status, 0, compared.description)
+
+        let inspected = try Harness.aedist(ranks: nil, ["inspect", folder + "/latest.h5", "--json"])
+        assertSucceeded(inspected)
+        let json = try JSONSerialization.jsonObject(with: Data(inspected.stdout.utf8)) as! [String: Any]
+        let layers = try XCTUnwrap(json["layers"] as? [[String: Any]])
+        XCTAssertEqual(layers.map { $0["kind"] as? String }, ["Conv2D", "BatchNorm", "Dropout", "ConvTranspose2D", "Conv2D"])
+        XCTAssertEqual(layers[0]["stride"] as? Int, 2)
+        XCTAssertEqual(layers[0]["padding"] as? String, "same")
+        XCTAssertEqual(layers[3]["output_shape"] as? [Int], [28, 28, 8])
+    }
+}

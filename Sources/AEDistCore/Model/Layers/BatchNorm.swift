@@ -33,6 +33,7 @@ public struct BatchNorm: Layer {
     /// Values per channel in one sample (H·W for an image, 1 for a vector).
     var positions: Int { inputSize / channels }
 
+    public var settings: [(key: String, value: String)] { [("momentum", "\(Self.momentum)"), ("epsilon", "\(Self.epsilon)")] }
     public var description: String { "\(name) batchnorm \(shapes)\(activation == .linear ? "" : " \(activation.rawValue)")" }
     public var parameterShapes: [(name: String, shape: [Int])] { [("weight", [channels]), ("bias", [channels])] }
     public var bufferShapes: [(name: String, shape: [Int])] { [("running_mean", [channels]), ("running_var", [channels])] }

@@ -66,6 +66,7 @@ public struct Conv2D: Layer {
     public var parameterShapes: [(name: String, shape: [Int])] { [("weight", [filters, kernel, kernel, inChannels]), ("bias", [filters])] }
     public var fan: (in: Int, out: Int) { (kernel * kernel * inChannels, kernel * kernel * filters) }
 
+    public var settings: [(key: String, value: String)] { [("filters", "\(filters)"), ("kernel", "\(kernel)"), ("stride", "\(stride)"), ("padding", samePadding ? "same" : "valid")] }
     public var description: String {
         "\(name) conv \(kernel)×\(kernel)×\(filters)\(stride > 1 ? " stride \(stride)" : "")\(samePadding ? "" : " valid") \(shapes) \(activation.rawValue)"
     }

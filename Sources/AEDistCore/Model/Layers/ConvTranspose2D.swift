@@ -53,6 +53,7 @@ public struct ConvTranspose2D: Layer {
     /// The adjoint's im2col rows, or the bias gradient's blocked sum (used before them).
     public var workspaceSize: Int { max(adjoint.workspaceSize, BlockedSum.scratchSize(filters)) }
 
+    public var settings: [(key: String, value: String)] { [("filters", "\(filters)"), ("kernel", "\(kernel)"), ("stride", "\(stride)"), ("padding", samePadding ? "same" : "valid")] }
     public var description: String {
         "\(name) transposed conv \(kernel)×\(kernel)×\(filters)\(stride > 1 ? " stride \(stride)" : "")\(samePadding ? "" : " valid") \(shapes) \(activation.rawValue)"
     }

@@ -14,6 +14,7 @@ public struct Dropout: Layer {
         self.rate = rate
     }
 
+    public var settings: [(key: String, value: String)] { [("rate", "\(rate)")] }
     public var description: String { "\(name) dropout \(rate) \(shapes)" }
 
     public static func parse(_ token: Substring, name: String, inputShape: [Int], activation: Activation) throws -> Dropout? {

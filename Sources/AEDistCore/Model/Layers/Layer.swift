@@ -22,6 +22,8 @@ public protocol Layer: Sendable, CustomStringConvertible {
     var bufferShapes: [(name: String, shape: [Int])] { get }
     /// Floats this layer keeps from its forward pass to its backward pass (`context.state`), beside its output.
     var stateSize: Int { get }
+    /// What `inspect --json` lists beside the shapes: kernel, stride, padding, rate…
+    var settings: [(key: String, value: String)] { get }
     /// Whether the layer only moves or copies values (reshape, flatten, pooling, upsampling): it may follow the
     /// output layer, and the loss then sees the output layer's logits moved the same way.
     var passesValuesThrough: Bool { get }
@@ -123,6 +125,7 @@ extension Layer {
     public var stateSize: Int { 0 }
     public var spansTheBatch: Bool { false }
     public var passesValuesThrough: Bool { false }
+    public var settings: [(key: String, value: String)] { [] }
     public static var takesDefaultActivation: Bool { true }
     public func initializeBuffers(_ buffers: UnsafeMutablePointer<Float>) {}
     public var bufferCount: Int { bufferShapes.reduce(0) { $0 + $1.shape.reduce(1, *) } }

@@ -26,6 +26,7 @@ public struct MaxPool2D: Layer {
     }
 
     public var passesValuesThrough: Bool { true }
+    public var settings: [(key: String, value: String)] { [("size", "\(size)")] }
     public var description: String { "\(name) maxpool \(size) \(shapes)" }
 
     public func forward(input: UnsafePointer<Float>, batch: Int, parameters: UnsafePointer<Float>,

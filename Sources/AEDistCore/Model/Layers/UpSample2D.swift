@@ -26,6 +26,7 @@ public struct UpSample2D: Layer {
     }
 
     public var passesValuesThrough: Bool { true }
+    public var settings: [(key: String, value: String)] { [("factor", "\(factor)")] }
     public var description: String { "\(name) upsample \(factor) \(shapes)" }
 
     public func forward(input: UnsafePointer<Float>, batch: Int, parameters: UnsafePointer<Float>,

@@ -5,7 +5,8 @@ import Yams
 /// Reads a YAML or JSON config file (the same keys as the `config` a checkpoint stores). Unknown keys are errors,
 /// so a typo never silently becomes a default.
 public enum ConfigFile {
-    public static func load(_ path: String) throws -> TrainingConfig {
+    /// - Parameter base: what the file's keys are merged over (the defaults; a resumed checkpoint's configuration).
+    public static func load(_ path: String, over base: TrainingConfig = TrainingConfig()) throws -> TrainingConfig {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
             throw ConfigError("config file \(path) cannot be read (missing or not UTF-8 text)")
         }
@@ -24,7 +25,7 @@ public enum ConfigFile {
         do {
             // The file's keys over the defaults, as YAML nodes, so that each value is read as the type of the
             // option it sets ("checkpoint_dir: 2024" is a folder name); the decoding itself is synthesized Codable.
-            guard case .mapping(let defaults)? = try Yams.compose(yaml: YAMLEncoder().encode(TrainingConfig())) else {
+            guard case .mapping(let defaults)? = try Yams.compose(yaml: YAMLEncoder().encode(base)) else {
                 throw ConfigError("the default configuration does not encode as a mapping")
             }
             return try YAMLDecoder().decode(TrainingConfig.self, from: Node.mapping(merge(given, over: defaults)))

@@ -14,6 +14,8 @@ struct ConfigFlag<Command>: Sendable {
     /// Writes the flag's value into the config when it was given; false when it was not.
     let apply: @Sendable (Command, inout TrainingConfig) -> Bool
     let differs: @Sendable (TrainingConfig, TrainingConfig) -> Bool
+    /// The config's value for this flag, as text.
+    let value: @Sendable (TrainingConfig) -> String
 
     /// An option whose value is the config's value.
     init<Value: Equatable & Sendable>(_ name: String, _ option: KeyPath<Command, Value?> & Sendable,
@@ -32,6 +34,14 @@ struct ConfigFlag<Command>: Sendable {
             return true
         }
         differs = { $0[keyPath: key] != $1[keyPath: key] }
+        value = { config in Self.text(config[keyPath: key]) }
+    }
+
+    static func text(_ value: Any) -> String {
+        let mirror = Mirror(reflecting: value)
+        if mirror.displayStyle == .optional { return mirror.children.first.map { text($0.value) } ?? "none" }
+        if let raw = value as? any RawRepresentable { return "\(raw.rawValue)" }
+        return "\(value)"
     }
 
     /// A flag that switches a setting on.
@@ -43,6 +53,7 @@ struct ConfigFlag<Command>: Sendable {
             return true
         }
         differs = { $0[keyPath: key] != $1[keyPath: key] }
+        value = { "\($0[keyPath: key])" }
     }
 }
 

@@ -187,11 +187,38 @@ struct TrainCommand: ParsableCommand {
         .init("--drift-check-every", \.driftCheckEvery, \.run.driftCheckEvery),
     ]
 
-    /// The run's configuration: defaults, then the config file, then the flags given.
-    func resolvedConfig() throws -> TrainingConfig {
-        var resolved = try config.map(ConfigFile.load) ?? TrainingConfig()
+    /// The run's configuration: defaults, then the config file, then the flags given. Resuming, the checkpoint's
+    /// own configuration takes the defaults' and the file's place, so a run continues as it was started and only
+    /// the flags given change it (returned, to be said).
+    func resolvedConfig() throws -> (config: TrainingConfig, resumedFrom: String?, overrides: [String]) {
+        var resolved = try config.map { try ConfigFile.load($0) } ?? TrainingConfig()
         for flag in Self.configFlags { _ = flag.apply(self, &resolved) }
-        return resolved
+        guard let (path, stored) = Self.storedConfig(resume: ResumeRequest(resume), checkpointDir: resolved.run.checkpointDir) else {
+            return (resolved, nil, [])
+        }
+        var resumed = try config.map { try ConfigFile.load($0, over: stored) } ?? stored
+        var overrides = stored.differingKeys(from: resumed).map { "\($0) from \(config ?? "")" }
+        for flag in Self.configFlags {
+            let before = resumed
+            if flag.apply(self, &resumed), flag.differs(before, resumed) {
+                overrides.append("\(flag.name) \(flag.value(resumed)) (it had \(flag.value(before)))")
+            }
+        }
+        return (resumed, path, overrides)
+    }
+
+    /// The configuration stored in the checkpoint a resume continues from, when there is one to read.
+    static func storedConfig(resume: ResumeRequest, checkpointDir: String) -> (String, TrainingConfig)? {
+        let path: String?
+        switch resume {
+        case .none: path = nil
+        case .auto: path = CheckpointDirectory(path: checkpointDir).latest
+        case .path(let file): path = file
+        }
+        // A file that cannot be read, or whose settings are unusable, is left to the trainer, which says what is wrong
+        // with it (or skips it).
+        guard let path, let stored = try? Checkpoint.storedConfig(path), (try? stored.validate()) != nil else { return nil }
+        return (path, stored)
     }
 
     /// The flags whose values differ between two configurations (for messages that say what to pass).
@@ -201,7 +228,7 @@ struct TrainCommand: ParsableCommand {
 
     func validate() throws {
         do {
-            try resolvedConfig().validate()
+            try resolvedConfig().config.validate()
         } catch let error as ConfigError {
             throw ValidationError(error.description)
         }
@@ -215,7 +242,7 @@ struct TrainCommand: ParsableCommand {
     }
 
     func run() throws {
-        let configuration = try resolvedConfig()
+        let (configuration, resumedFrom, overrides) = try resolvedConfig()
         // Deterministic mode needs the same BLAS arithmetic on every rank count: one thread.
         try runOnEveryRank(collectiveTimeout: collectiveTimeout,
                            blasThreads: configuration.schedule.deterministic ? 1 : blasThreads) { world, console in
@@ -223,6 +250,9 @@ struct TrainCommand: ParsableCommand {
                                          startTime: Launch.startTime, mpiStart: Launch.mpiStart, timelinePath: timeline,
                                          fault: FaultInjection.fromEnvironment(), flagsThatDiffer: Self.flagsThatDiffer)
             session.saveInitial = saveInitial
+            if let resumedFrom {
+                console.line("resuming with the settings stored in \(resumedFrom)" + (overrides.isEmpty ? "" : "; changed on the command line: \(overrides.joined(separator: ", "))"))
+            }
             let trainer = try Trainer(config: configuration, communicator: world, session: session, console: console)
             let summary = try trainer.run()
             let checksum = try trainer.verifyReplicasIdentical()

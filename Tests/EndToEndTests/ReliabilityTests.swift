@@ -98,7 +98,9 @@ final class PreemptionTests: XCTestCase {
         assertSucceeded(try Harness.aedist(ranks: 2, ["train", "--epochs", "1", "--batch-size", "64", "--checkpoint-every", "40",
                                                       "--keep", "5", "--checkpoint-dir", folder]))
         let middle = "\(folder)/ckpt-e0000-s0000040.h5"
-        let outcome = try Harness.aedist(ranks: 2, ["train", "--epochs", "2", "--resume", middle, "--checkpoint-dir", folder], timeout: 60)
+        // Without --batch-size the resume would continue with the checkpoint's 64; asked for another, it refuses.
+        let outcome = try Harness.aedist(ranks: 2, ["train", "--epochs", "2", "--resume", middle, "--batch-size", "128",
+                                                    "--checkpoint-dir", folder], timeout: 60)
         XCTAssertEqual(outcome.status, 1, "\(outcome)")
         XCTAssertEqual(outcome.errorLines.count, 1, "\(outcome)")
         XCTAssertTrue(outcome.stderr.contains("stopped in the middle of epoch 1"), outcome.stderr)

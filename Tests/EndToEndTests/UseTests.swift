@@ -197,3 +197,27 @@ final class GradientCheckFromOutsideTests: XCTestCase {
         XCTAssertEqual(layers[3]["output_shape"] as? [Int], [28, 28, 8])
     }
 }
+
+/// `--resume` continues with the settings the checkpoint stores: a batch job needs nothing but `--resume auto`, and
+/// the flags it does give change those settings, each said.
+final class ResumeSettingsTests: XCTestCase {
+    func testResumeAutoRestoresTheStoredSettingsAndSaysWhatTheFlagsChange() throws {
+        let folder = Harness.temporaryDirectory()
+        assertSucceeded(try Harness.aedist(ranks: 2, ["train", "--model", "dense:784-64", "--lr", "0.002", "--batch-size", "128",
+                                                      "--epochs", "1", "--checkpoint-dir", folder]))
+        let resumed = try Harness.aedist(ranks: 2, ["train", "--resume", "auto", "--checkpoint-dir", folder, "--epochs", "2"])
+        assertSucceeded(resumed)
+        XCTAssertTrue(resumed.stdout.contains("resuming with the settings stored in \(folder)/ckpt-e0001-s0000032.h5; changed on the command line: --epochs 2 (it had 1)"),
+                      resumed.stdout)
+        XCTAssertTrue(resumed.stdout.contains("aedist: encoder.0 784→64 relu"), resumed.stdout)
+        let stored = try Harness.python(["config", folder + "/latest.h5"]).stdout
+        for expected in [#""spec": "dense:784-64""#, #""lr": 0.002"#, #""batch_size": 128"#, #""epochs": 2"#] {
+            XCTAssertTrue(stored.contains(expected), "\(expected) in \(stored)")
+        }
+        XCTAssertEqual(try Harness.metrics(in: folder).map { $0["epoch"]! }, [1, 2])
+        // A model option cannot change mid-run: named, as before.
+        let refused = try Harness.aedist(ranks: 2, ["train", "--resume", "auto", "--checkpoint-dir", folder, "--epochs", "3", "--activation", "tanh"])
+        XCTAssertEqual(refused.status, 1, refused.description)
+        XCTAssertTrue(refused.stderr.contains("other model options (--activation)"), refused.stderr)
+    }
+}

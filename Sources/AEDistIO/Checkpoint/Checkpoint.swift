@@ -110,6 +110,13 @@ public struct Checkpoint {
 
     // MARK: reading
 
+    /// Only the configuration a checkpoint stores (what a resumed run starts from).
+    public static func storedConfig(_ path: String) throws -> TrainingConfig {
+        let root = try HDF5File.open(path).root
+        try requireFormat(root, path: path)
+        return try TrainingConfig.fromJSON(try root.stringAttribute("config"))
+    }
+
     /// Reads a checkpoint whose model must have `expectedLayout` (the one this run builds). Every missing piece or
     /// mismatch is reported by name.
     public static func read(from path: String, expectedLayout: ParameterLayout? = nil) throws -> Checkpoint {

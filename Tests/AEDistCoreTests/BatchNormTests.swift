@@ -71,22 +71,7 @@ final class BatchNormTests: XCTestCase {
             var random = RandomStream(seed: 9)
             let width = architecture.inputSize
             let input = (0..<(4 * width)).map { _ in random.nextUnitFloat() }
-            let loss = output == .sigmoid ? LossKind.bce : .mse
-            func total() -> Double {
-                input.withUnsafeBufferPointer { x in
-                    model.forward(input: x.baseAddress!, batch: 4, context: training)
-                    return Loss.evaluate(loss, outputActivation: output, logits: model.outputLogits, output: model.reconstruction,
-                                         target: x.baseAddress!, batch: 4, width: width, gradient: nil).loss
-                }
-            }
-            model.gradients.fill(0)
-            input.withUnsafeBufferPointer { x in
-                model.forward(input: x.baseAddress!, batch: 4, context: training)
-                _ = Loss.evaluate(loss, outputActivation: output, logits: model.outputLogits, output: model.reconstruction,
-                                  target: x.baseAddress!, batch: 4, width: width, gradient: model.outputGradient)
-                model.backward(input: x.baseAddress!, batch: 4, context: training)
-            }
-            assertGradientsMatchFiniteDifferences(model, label: spec, loss: total)
+            assertModelGradients(model, input: input, batch: 4, loss: output == .sigmoid ? .bce : .mse, output: output, context: training, label: spec)
         }
     }
 

@@ -85,21 +85,7 @@ final class ConvolutionTests: XCTestCase {
             let width = architecture.inputSize
             var random = RandomStream(seed: 5)
             let input = (0..<(3 * width)).map { _ in random.nextUnitFloat() }
-            func totalLoss() -> Double {
-                input.withUnsafeBufferPointer { x in
-                    model.forward(input: x.baseAddress!, batch: 3)
-                    return Loss.evaluate(lossKind, outputActivation: output, logits: model.outputLogits, output: model.reconstruction,
-                                         target: x.baseAddress!, batch: 3, width: width, gradient: nil).loss
-                }
-            }
-            model.gradients.fill(0)
-            input.withUnsafeBufferPointer { x in
-                model.forward(input: x.baseAddress!, batch: 3)
-                _ = Loss.evaluate(lossKind, outputActivation: output, logits: model.outputLogits, output: model.reconstruction,
-                                  target: x.baseAddress!, batch: 3, width: width, gradient: model.outputGradient)
-                model.backward(input: x.baseAddress!, batch: 3)
-            }
-            assertGradientsMatchFiniteDifferences(model, label: spec, loss: totalLoss)
+            assertModelGradients(model, input: input, batch: 3, loss: lossKind, output: output, label: spec)
         }
     }
 }

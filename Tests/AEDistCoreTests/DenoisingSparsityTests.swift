@@ -47,22 +47,8 @@ final class SparsityGradientTests: XCTestCase {
         model.initializeParameters(seed: 3)
         model.codePenalty = CodePenalty(l1: 0.05)
         let input: [Float] = [0.1, 0.9, 0.4, 0.7, 0.2, 0.6, 0.3, 0.8, 0.5, 0.05]
-        func total() -> Double {
-            input.withUnsafeBufferPointer { x in
-                model.forward(input: x.baseAddress!, batch: 2)
-                let sums = Loss.evaluate(.bce, outputActivation: .sigmoid, logits: model.outputLogits, output: model.reconstruction,
-                                         target: x.baseAddress!, batch: 2, width: 5, gradient: nil)
-                return sums.loss + model.codePenaltySum(batch: 2)
-            }
-        }
-        model.gradients.fill(0)
-        input.withUnsafeBufferPointer { x in
-            model.forward(input: x.baseAddress!, batch: 2)
-            _ = Loss.evaluate(.bce, outputActivation: .sigmoid, logits: model.outputLogits, output: model.reconstruction,
-                              target: x.baseAddress!, batch: 2, width: 5, gradient: model.outputGradient)
-            model.backward(input: x.baseAddress!, batch: 2)
-        }
         // The encoder's weights and biases: the penalty reaches them only through the code.
-        assertGradientsMatchFiniteDifferences(model, indices: 0..<(3 * 5 + 3), label: "L1 penalty", loss: total)
+        assertModelGradients(model, input: input, batch: 2, loss: .bce, output: .sigmoid, label: "L1 penalty", indices: 0..<(3 * 5 + 3),
+                             penalty: { model.codePenaltySum(batch: 2) })
     }
 }

@@ -48,22 +48,7 @@ final class DropoutTests: XCTestCase {
         model.initializeParameters(seed: 2)
         var random = RandomStream(seed: 8)
         let input = (0..<18).map { _ in random.nextUnitFloat() }
-        let training = context()
-        func total() -> Double {
-            input.withUnsafeBufferPointer { x in
-                model.forward(input: x.baseAddress!, batch: 3, context: training)
-                return Loss.evaluate(.bce, outputActivation: .sigmoid, logits: model.outputLogits, output: model.reconstruction,
-                                     target: x.baseAddress!, batch: 3, width: 6, gradient: nil).loss
-            }
-        }
-        model.gradients.fill(0)
-        input.withUnsafeBufferPointer { x in
-            model.forward(input: x.baseAddress!, batch: 3, context: training)
-            _ = Loss.evaluate(.bce, outputActivation: .sigmoid, logits: model.outputLogits, output: model.reconstruction,
-                              target: x.baseAddress!, batch: 3, width: 6, gradient: model.outputGradient)
-            model.backward(input: x.baseAddress!, batch: 3, context: training)
-        }
-        assertGradientsMatchFiniteDifferences(model, label: "dense with dropout", loss: total)
+        assertModelGradients(model, input: input, batch: 3, loss: .bce, output: .sigmoid, context: context(), label: "dense with dropout")
     }
 
     func testSpecForms() throws {

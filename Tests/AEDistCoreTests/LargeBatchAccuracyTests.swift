@@ -83,21 +83,7 @@ final class OutputLayerTests: XCTestCase {
             model.initializeParameters(seed: 7)
             var random = RandomStream(seed: 1)
             let input = (0..<48).map { _ in random.nextUnitFloat() }
-            func total() -> Double {
-                input.withUnsafeBufferPointer { x in
-                    model.forward(input: x.baseAddress!, batch: 3)
-                    return Loss.evaluate(.bce, outputActivation: .sigmoid, logits: model.outputLogits, output: model.reconstruction,
-                                         target: x.baseAddress!, batch: 3, width: 16, gradient: nil).loss
-                }
-            }
-            model.gradients.fill(0)
-            input.withUnsafeBufferPointer { x in
-                model.forward(input: x.baseAddress!, batch: 3)
-                _ = Loss.evaluate(.bce, outputActivation: .sigmoid, logits: model.outputLogits, output: model.reconstruction,
-                                  target: x.baseAddress!, batch: 3, width: 16, gradient: model.outputGradient)
-                model.backward(input: x.baseAddress!, batch: 3)
-            }
-            assertGradientsMatchFiniteDifferences(model, label: spec, loss: total)
+            assertModelGradients(model, input: input, batch: 3, loss: .bce, output: .sigmoid, label: spec)
             // The reconstruction is σ of the logits the loss sees.
             for i in 0..<48 { XCTAssertEqual(model.reconstruction[i], FastMath.sigmoid(model.outputLogits[i]), accuracy: 1e-6) }
         }

@@ -148,3 +148,23 @@ func assertLayerInputGradient(_ layer: any Layer, batch: Int, context: PassConte
     print("\(layer.description): largest input-gradient difference \(worst) over \(input.count) inputs")
     return worst
 }
+
+/// The trainer's gradient path on `input` as its own target (zero the gradients, forward, the loss writing
+/// d(per-sample loss)/dz, backward), then every parameter's gradient (or those at `indices`) against central
+/// differences of the loss sum plus `penalty` (a sparse model's code penalty, say).
+func assertModelGradients(_ model: Autoencoder, input: [Float], batch: Int, loss: LossKind, output: Activation,
+                          context: PassContext = .inference, label: String, indices: Range<Int>? = nil,
+                          penalty: () -> Double = { 0 }, file: StaticString = #filePath, line: UInt = #line) {
+    let width = model.inputSize
+    func pass(gradient: UnsafeMutablePointer<Float>?) -> Double {
+        input.withUnsafeBufferPointer { x in
+            model.forward(input: x.baseAddress!, batch: batch, context: context)
+            return Loss.evaluate(loss, outputActivation: output, logits: model.outputLogits, output: model.reconstruction,
+                                 target: x.baseAddress!, batch: batch, width: width, gradient: gradient).loss + penalty()
+        }
+    }
+    model.gradients.fill(0)
+    _ = pass(gradient: model.outputGradient)
+    input.withUnsafeBufferPointer { model.backward(input: $0.baseAddress!, batch: batch, context: context) }
+    assertGradientsMatchFiniteDifferences(model, indices: indices, label: label, loss: { pass(gradient: nil) }, file: file, line: line)
+}

@@ -53,21 +53,7 @@ final class TransposedConvolutionTests: XCTestCase {
             model.initializeParameters(seed: 4)
             var random = RandomStream(seed: 6)
             let input = (0..<(3 * architecture.inputSize)).map { _ in random.nextUnitFloat() }
-            func total() -> Double {
-                input.withUnsafeBufferPointer { x in
-                    model.forward(input: x.baseAddress!, batch: 3)
-                    return Loss.evaluate(.mse, outputActivation: .linear, logits: model.outputLogits, output: model.reconstruction,
-                                         target: x.baseAddress!, batch: 3, width: architecture.inputSize, gradient: nil).loss
-                }
-            }
-            model.gradients.fill(0)
-            input.withUnsafeBufferPointer { x in
-                model.forward(input: x.baseAddress!, batch: 3)
-                _ = Loss.evaluate(.mse, outputActivation: .linear, logits: model.outputLogits, output: model.reconstruction,
-                                  target: x.baseAddress!, batch: 3, width: architecture.inputSize, gradient: model.outputGradient)
-                model.backward(input: x.baseAddress!, batch: 3)
-            }
-            assertGradientsMatchFiniteDifferences(model, label: spec, loss: total)
+            assertModelGradients(model, input: input, batch: 3, loss: .mse, output: .linear, label: spec)
         }
     }
 

@@ -197,6 +197,8 @@ struct TrainCommand: ParsableCommand {
             return (resolved, nil, [])
         }
         var resumed = try config.map { try ConfigFile.load($0, over: stored) } ?? stored
+        // The run goes on in the folder its checkpoint was found in (a moved folder included).
+        resumed.run.checkpointDir = resolved.run.checkpointDir
         var overrides = stored.differingKeys(from: resumed).map { "\($0) from \(config ?? "")" }
         for flag in Self.configFlags {
             let before = resumed
@@ -207,18 +209,23 @@ struct TrainCommand: ParsableCommand {
         return (resumed, path, overrides)
     }
 
-    /// The configuration stored in the checkpoint a resume continues from, when there is one to read.
+    /// The configuration stored in the checkpoint a resume continues from, when there is one to read: for `auto`
+    /// latest.h5, or past a damaged one the newest checkpoint whose settings read (as the trainer skips it too).
     static func storedConfig(resume: ResumeRequest, checkpointDir: String) -> (String, TrainingConfig)? {
-        let path: String?
+        let candidates: [String]
         switch resume {
-        case .none: path = nil
-        case .auto: path = CheckpointDirectory(path: checkpointDir).latest
-        case .path(let file): path = file
+        case .none: candidates = []
+        case .auto:
+            let directory = CheckpointDirectory(path: checkpointDir)
+            candidates = [directory.latest].compactMap { $0 } + directory.checkpointFiles.reversed()
+        case .path(let file): candidates = [file]
         }
         // A file that cannot be read, or whose settings are unusable, is left to the trainer, which says what is wrong
         // with it (or skips it).
-        guard let path, let stored = try? Checkpoint.storedConfig(path), (try? stored.validate()) != nil else { return nil }
-        return (path, stored)
+        for path in candidates {
+            if let stored = try? Checkpoint.storedConfig(path), (try? stored.validate()) != nil { return (path, stored) }
+        }
+        return nil
     }
 
     /// The flags whose values differ between two configurations (for messages that say what to pass).

@@ -123,6 +123,29 @@ final class BatchNormTests: XCTestCase {
         XCTAssertTrue(gradient("encoder.0/weight").contains { $0 != 0 })
     }
 
+    /// A variational model's code layer feeds bn only through the sampled code and the KL term: its bias matters.
+    func testTheVariationalCodeLayerKeepsItsBias() throws {
+        var config = ModelConfig()
+        config.spec = "conv:4x4x1/c2-f-d2/bn-d16-r4x4x1"
+        config.variational = true
+        config.activation = .tanh
+        config.outputActivation = .linear
+        let architecture = try ModelArchitecture(config)
+        let model = Autoencoder(architecture: architecture, maxBatch: 3)
+        model.initializeParameters(seed: 2)
+        model.klWeight = 0.1
+        var random = RandomStream(seed: 5)
+        for i in 0..<model.epsilon.count { model.epsilon[i] = Float(random.nextGaussian()) }
+        let input = FlatBuffer((0..<48).map { _ in random.nextUnitFloat() })
+        model.gradients.fill(0)
+        model.forward(input: input.pointer, batch: 3, context: training)
+        _ = Loss.evaluate(.mse, outputActivation: .linear, logits: model.outputLogits, output: model.reconstruction,
+                          target: input.pointer, batch: 3, width: 16, gradient: model.outputGradient)
+        model.backward(input: input.pointer, batch: 3, context: training)
+        let bias = architecture.parameterLayout.tensors.first { $0.path == "encoder.2/bias" }!
+        XCTAssertTrue((0..<bias.count).contains { model.gradients[bias.offset + $0] != 0 }, "μ and log σ² biases get gradients")
+    }
+
     func testSpecForms() throws {
         let dense = try AEDistCoreTests.architecture("dense:784-256-bn-drop0.2-32")
         XCTAssertEqual(dense.layers.map { $0.description }, ["encoder.0 784→256 relu", "encoder.1 batchnorm 256→256", "encoder.2 dropout 0.2 256→256",

@@ -6,7 +6,8 @@ import XCTest
 final class TransposedConvolutionTests: XCTestCase {
     func testOutputSizesFollowKeras() throws {
         for (input, token, expected) in [([7, 7, 4], "t8s2", [14, 14, 8]), ([7, 7, 4], "t8s2v", [15, 15, 8]),
-                                         ([7, 7, 4], "t8k3v", [9, 9, 8]), ([5, 6, 2], "t3k4s3", [15, 18, 3]), ([4, 4, 2], "t1", [4, 4, 1])] {
+                                         ([7, 7, 4], "t8k3v", [9, 9, 8]), ([5, 6, 2], "t3k4s3", [15, 18, 3]), ([4, 4, 2], "t1", [4, 4, 1]),
+                                         ([5, 5, 2], "t4k2s3v", [15, 15, 4])] {  // the last: kernel < stride, Keras's in·s
             let layer = try XCTUnwrap(try ConvTranspose2D.parse(Substring(token), name: "d", inputShape: input, activation: .linear))
             XCTAssertEqual(layer.outputShape, expected, token)
         }

@@ -128,7 +128,9 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
         if schedule.accumulation > 1 && schedule.deterministic {
             try fail("--accumulate with --deterministic is not supported yet; use a larger --batch-size instead")
         }
-        if schedule.microBatch < 1 { try fail("--micro-batch must be at least 1 (got \(schedule.microBatch))") }
+        if schedule.microBatch < 1 || schedule.microBatch > 1 << 30 {
+            try fail("--micro-batch must be between 1 and \(1 << 30) (got \(schedule.microBatch))")
+        }
         if schedule.epochs < 0 { try fail("--epochs must be 0 or more (got \(schedule.epochs))") }
         if !(0..<1).contains(optimizer.momentum) { try fail("--momentum must be in [0, 1) (got \(optimizer.momentum))") }
         if optimizer.nesterov && (optimizer.kind != .sgd || optimizer.momentum == 0) {

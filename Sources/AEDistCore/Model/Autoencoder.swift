@@ -65,7 +65,9 @@ public final class Autoencoder {
         layerSpansBatch = architecture.layers.map(\.spansTheBatch)
         biasHeldAtZero = architecture.layers.indices.map { index in
             let layers = architecture.layers
+            // Not the code layer of a variational model: its output is sampled (and enters the KL term) first.
             guard index + 1 < layers.count, layers[index + 1].spansTheBatch, layers[index].activation == .linear,
+                  !(architecture.variational && index == architecture.encoderDepth - 1),
                   let bias = layout.tensors.first(where: { $0.layer == layers[index].name && $0.name == "bias" }) else { return nil }
             return bias.offset..<(bias.offset + bias.count)
         }
@@ -241,24 +243,29 @@ public final class Autoencoder {
             let layer = layers[index]
             let startsFromSample = architecture.variational && index == architecture.encoderDepth
             let layerInput = index == 0 ? input : UnsafePointer(startsFromSample ? sampledCode.pointer : outputs[index - 1].pointer)
+            // After the output layer the gradient is one of the logits: a pooling layer routes it by the logits' maxima.
+            let trailing = index > architecture.outputLayerIndex
+            let kernelInput = trailing ? UnsafePointer(preActivations[index - 1].pointer) : layerInput
             var layerContext = self.context(context, layer: index)
             layerContext.gradientSlotStride = slots.stride
             let weights = parameters.pointer + parameterOffsets[index], inputGradient = index == 0 ? nil : spare
-            let preActivation = preActivations[index].pointer, output = outputs[index].pointer
+            let preActivation = preActivations[index].pointer, output = trailing ? preActivations[index].pointer : outputs[index].pointer
             if layerSpansBatch[index] {
-                layer.backward(input: layerInput, preActivation: preActivation, output: output, batch: batch, outputGradient: dz,
+                layer.backward(input: kernelInput, preActivation: preActivation, output: output, batch: batch, outputGradient: dz,
                                parameters: weights, gradients: slots.base + parameterOffsets[index], inputGradient: inputGradient,
                                workspace: workspace.pointer, context: layerContext)
             } else {
                 let (inputSize, outputSize) = (layer.inputSize, layer.outputSize)
                 for (chunk, start) in stride(from: 0, to: batch, by: microBatch).enumerated() {
-                    layer.backward(input: layerInput + start * inputSize, preActivation: preActivation + start * outputSize,
+                    layer.backward(input: kernelInput + start * inputSize, preActivation: preActivation + start * outputSize,
                                    output: output + start * outputSize, batch: min(microBatch, batch - start),
                                    outputGradient: dz + start * outputSize, parameters: weights,
                                    gradients: slots.base + chunk * slots.stride + parameterOffsets[index],
                                    inputGradient: inputGradient.map { $0 + start * inputSize }, workspace: workspace.pointer,
                                    context: layerContext.skipping(start))
-                    if let bias = biasHeldAtZero[index] {
+                    // A code penalty's gradient joins the code layer's, so its bias matters then.
+                    let penalised = index == architecture.encoderDepth - 1 && (codePenalty.l1 > 0 || codePenalty.sparsity != nil)
+                    if let bias = biasHeldAtZero[index], !penalised {
                         (slots.base + chunk * slots.stride + bias.lowerBound).update(repeating: 0, count: bias.count)
                     }
                 }

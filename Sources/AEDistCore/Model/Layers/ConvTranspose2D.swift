@@ -1,7 +1,8 @@
 /// A k×k transposed convolution (Keras's Conv2DTranspose, PyTorch's ConvTranspose2d) with F filters: each input
 /// pixel spreads its values, weighted, over a k×k patch of the output, patches `stride` apart. Output size as Keras:
 /// "same" in·s, "valid" (in − 1)·s + k. Weights [C, k, k, F] for C input channels (PyTorch's [in, out, k, k] with
-/// the kernel axes moved last, channels-last like aedist's convolutions). In a `conv:` spec: `tF` with `kK`, `sS` and
+/// the kernel axes moved last, channels-last like aedist's convolutions). "valid" is in·s + max(k − s, 0), which is
+/// (in − 1)·s + k unless the kernel is smaller than the stride. In a `conv:` spec: `tF` with `kK`, `sS` and
 /// `v` as for `cF`.
 ///
 /// It is the adjoint of a convolution from this layer's output shape to its input shape (TensorFlow defines it so),
@@ -22,8 +23,9 @@ public struct ConvTranspose2D: Layer {
 
     public init(name: String, inputShape: [Int], filters: Int, kernel: Int, stride: Int, samePadding: Bool,
                 activation: Activation) throws {
+        // Keras's deconv_output_length: "valid" adds the kernel's overhang, in·s + max(k − s, 0).
         let (height, width) = samePadding ? (inputShape[0] * stride, inputShape[1] * stride)
-            : ((inputShape[0] - 1) * stride + kernel, (inputShape[1] - 1) * stride + kernel)
+            : (inputShape[0] * stride + max(kernel - stride, 0), inputShape[1] * stride + max(kernel - stride, 0))
         self.name = name
         self.inputShape = inputShape
         outputShape = [height, width, filters]

@@ -12,7 +12,15 @@ struct TrainCommand: ParsableCommand {
         discussion: """
         Run it under mpirun (or srun): every rank holds a replica, computes its slice of each global batch, and the \
         gradients are summed with one MPI all-reduce per step. Without --data it trains on the embedded MNIST subset.
-        Settings come from the defaults, then --config FILE, then the flags given here.
+        Settings come from the defaults, then --config FILE, then the flags given here; --resume continues with the \
+        settings its checkpoint stores, which the flags given here change.
+        Model specs (--model; docs/models.md has the whole grammar):
+          dense:784-256-bn-drop0.2-32   widths from the input to the code, the
+              decoder mirrored; 256:tanh sets an activation; bn, dropR after a width
+          conv:28x28x1/c32-p2-c32-p2/t32s2-t32s2-c1   input HxWxC/encoder/decoder:
+              cF conv (kK kernel, sS stride, v valid), tF transposed conv,
+              pN max-pool, uN upsample, bn, dropR, f flatten, dN dense,
+              rHxWxC reshape; ':act' after a layer sets its activation
         Examples:
           mpirun -n 8 aedist train
           mpirun -n 4 aedist train --data faces.h5 --train-dataset /train/x --val-fraction 0.1 --model dense:4096-512-64
@@ -268,7 +276,7 @@ struct TrainCommand: ParsableCommand {
                 return StopPolicy.checkpointedExitCode
             }
             let lossName = configuration.loss.rawValue
-            var line = "done: \(summary.epochsCompleted) epochs, \(summary.globalStep) steps"
+            var line = "done: \(summary.epochsCompleted) epoch\(summary.epochsCompleted == 1 ? "" : "s"), \(summary.globalStep) step\(summary.globalStep == 1 ? "" : "s")"
             line += String(format: ", train %@ %.4f", lossName, summary.finalTrainLoss)
             if !summary.finalValLoss.isNaN {
                 line += String(format: ", val %@ %.4f", lossName, summary.finalValLoss)

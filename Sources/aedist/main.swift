@@ -31,7 +31,22 @@ do {
     // Every rank parses the same command line; only rank 0 says what is wrong with it. The others wait a moment
     // before exiting, because the launcher tears the job down when the first rank exits with an error, and that
     // must not cut rank 0 off before its message is out.
-    if Launch.rankFromEnvironment == 0 { AEDist.exit(withError: error) }
+    if Launch.rankFromEnvironment == 0 {
+        // Help and version go out as the parser writes them; errors in aedist's one style, then the usage hint.
+        let status = AEDist.exitCode(for: error)
+        guard status != .success else { AEDist.exit(withError: error) }
+        FileHandle.standardError.write(Data("aedist: error: \(AEDist.message(for: error))\n\(AEDist.usageHint(for: error))".utf8))
+        Foundation.exit(status.rawValue)
+    }
     Thread.sleep(forTimeInterval: 1)
     Foundation.exit(AEDist.exitCode(for: error).rawValue)
+}
+
+extension AEDist {
+    /// "See 'aedist train --help' for more information." for the subcommand the error is about.
+    static func usageHint(for error: Error) -> String {
+        let full = fullMessage(for: error)
+        guard let hint = full.split(separator: "\n").last(where: { $0.contains("--help") }) else { return "" }
+        return hint.trimmingCharacters(in: .whitespaces) + "\n"
+    }
 }

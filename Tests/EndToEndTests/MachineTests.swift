@@ -36,6 +36,21 @@ final class MachineTests: XCTestCase {
         }
     }
 
+    /// Every error in one style, the argument parser's included, with the usage hint and exit status 64; counts
+    /// of one are singular.
+    func testOneErrorStyleAndSingularCounts() throws {
+        let bad = try Harness.run(Harness.binary, ["train", "--bogus"])
+        XCTAssertEqual(bad.status, 64, bad.description)
+        XCTAssertTrue(bad.stderr.hasPrefix("aedist: error: Unknown option '--bogus'"), bad.stderr)
+        XCTAssertTrue(bad.stderr.contains("See 'aedist train --help' for more information."), bad.stderr)
+        let help = try Harness.run(Harness.binary, ["train", "--help"])
+        XCTAssertEqual(help.status, 0)
+        XCTAssertTrue(help.stdout.contains("conv:28x28x1/c32-p2-c32-p2/t32s2-t32s2-c1"), "the spec grammar in --help")
+        let one = try Harness.run(Harness.binary, ["train", "--epochs", "1", "--checkpoint-dir", Harness.temporaryDirectory()])
+        assertSucceeded(one)
+        XCTAssertTrue(one.stdout.contains("done: 1 epoch, 16 steps"), one.stdout)
+    }
+
     /// scripts/test's closing line counts test cases by outcome: skipped tests are not passed ones.
     func testTheTestSummaryCountsPassedFailedAndSkippedTests() throws {
         let log = Harness.temporaryDirectory() + "/xctest.log"

@@ -88,11 +88,7 @@ final class BatchNormTests: XCTestCase {
         let input = FlatBuffer((0..<36).map { _ in random.nextUnitFloat() })
         let slots = FlatBuffer(count: 3 * whole.parameters.count)
         for (model, gradientSlots) in [(whole, nil), (micro, (slots.pointer, whole.parameters.count))] as [(Autoencoder, (UnsafeMutablePointer<Float>, Int)?)] {
-            model.gradients.fill(0)
-            model.forward(input: input.pointer, batch: 6, context: training)
-            _ = Loss.evaluate(.bce, outputActivation: .sigmoid, logits: model.outputLogits, output: model.reconstruction,
-                              target: input.pointer, batch: 6, width: 6, gradient: model.outputGradient)
-            model.backward(input: input.pointer, batch: 6, context: training, gradientSlots: gradientSlots)
+            runGradientPath(model, input: input, batch: 6, loss: .bce, output: .sigmoid, context: training, gradientSlots: gradientSlots)
         }
         assertAllClose((0..<36).map { Double(micro.reconstruction[$0]) }, (0..<36).map { Double(whole.reconstruction[$0]) },
                        absolute: 1e-6, "outputs")
@@ -109,11 +105,7 @@ final class BatchNormTests: XCTestCase {
         model.initializeParameters(seed: 1)
         var random = RandomStream(seed: 2)
         let input = FlatBuffer((0..<48).map { _ in random.nextUnitFloat() })
-        model.gradients.fill(0)
-        model.forward(input: input.pointer, batch: 3, context: training)
-        _ = Loss.evaluate(.mse, outputActivation: .linear, logits: model.outputLogits, output: model.reconstruction,
-                          target: input.pointer, batch: 3, width: 16, gradient: model.outputGradient)
-        model.backward(input: input.pointer, batch: 3, context: training)
+        runGradientPath(model, input: input, batch: 3, loss: .mse, output: .linear, context: training)
         func gradient(_ path: String) -> [Float] {
             let tensor = architecture.parameterLayout.tensors.first { $0.path == path }!
             return Array(model.gradients.array[tensor.offset..<(tensor.offset + tensor.count)])
@@ -137,11 +129,7 @@ final class BatchNormTests: XCTestCase {
         var random = RandomStream(seed: 5)
         for i in 0..<model.epsilon.count { model.epsilon[i] = Float(random.nextGaussian()) }
         let input = FlatBuffer((0..<48).map { _ in random.nextUnitFloat() })
-        model.gradients.fill(0)
-        model.forward(input: input.pointer, batch: 3, context: training)
-        _ = Loss.evaluate(.mse, outputActivation: .linear, logits: model.outputLogits, output: model.reconstruction,
-                          target: input.pointer, batch: 3, width: 16, gradient: model.outputGradient)
-        model.backward(input: input.pointer, batch: 3, context: training)
+        runGradientPath(model, input: input, batch: 3, loss: .mse, output: .linear, context: training)
         let bias = architecture.parameterLayout.tensors.first { $0.path == "encoder.2/bias" }!
         XCTAssertTrue((0..<bias.count).contains { model.gradients[bias.offset + $0] != 0 }, "μ and log σ² biases get gradients")
     }

@@ -168,3 +168,14 @@ func assertModelGradients(_ model: Autoencoder, input: [Float], batch: Int, loss
     input.withUnsafeBufferPointer { model.backward(input: $0.baseAddress!, batch: batch, context: context) }
     assertGradientsMatchFiniteDifferences(model, indices: indices, label: label, loss: { pass(gradient: nil) }, file: file, line: line)
 }
+
+/// The trainer's gradient path once, gradients from zero: forward, the loss writing d(per-sample loss)/dz, backward
+/// (into `gradientSlots` when given, a micro-batch each).
+func runGradientPath(_ model: Autoencoder, input: FlatBuffer, batch: Int, loss: LossKind, output: Activation,
+                     context: PassContext, gradientSlots: (UnsafeMutablePointer<Float>, Int)? = nil) {
+    model.gradients.fill(0)
+    model.forward(input: input.pointer, batch: batch, context: context)
+    _ = Loss.evaluate(loss, outputActivation: output, logits: model.outputLogits, output: model.reconstruction,
+                      target: input.pointer, batch: batch, width: model.inputSize, gradient: model.outputGradient)
+    model.backward(input: input.pointer, batch: batch, context: context, gradientSlots: gradientSlots)
+}
